@@ -1,0 +1,172 @@
+"""What a training run is: its options (one dataclass, the CLI's flags come from it) and its folder.
+
+No TensorFlow here, so the CLI can build its help and check flags before the slow import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ferkeras.errors import FerkerasError
+
+AUGMENT_LEVELS = ("none", "light", "medium", "strong")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+CLASS_WEIGHTS = ("none", "balanced")
+STRATEGIES = ("default", "mirrored")
+
+# Epochs when --epochs is not given: the reference's 30 on real data; the synthetic faces
+# are learnt sooner and the default run must finish within 3 minutes on 2 CPU cores.
+DEFAULT_EPOCHS_REAL = 30
+DEFAULT_EPOCHS_SYNTHETIC = 8
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field that carries its CLI help text and allowed values."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; config.json of each run is this, as a dict."""
+
+    data: str | None = _opt(None, "FER2013 as fer2013.csv, homework train.csv or Kaggle folders; "
+                                  "default: the built-in synthetic faces")
+    val_split: str = _opt("auto", "validation: a fraction of train (0.25), a split name (test), "
+                                  "or auto = the data's test split, else 0.25 of train")
+    epochs: int | None = _opt(None, f"epochs to train (default {DEFAULT_EPOCHS_REAL}; "
+                                    f"{DEFAULT_EPOCHS_SYNTHETIC} on synthetic data)")
+    batch_size: int = _opt(128, "images per training step")
+    lr: float = _opt(1e-3, "peak learning rate")
+    optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
+    weight_decay: float = _opt(0.0, "decoupled weight decay (adamw) or L2-style decay (sgd)")
+    schedule: str = _opt("cosine", "learning-rate schedule: cosine decays to 0 over the run", SCHEDULES)
+    augment: str = _opt("medium", "augmentation: none; light = flip, shift; medium adds "
+                                  "rotation, zoom; strong widens all", AUGMENT_LEVELS)
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy, 0 <= s < 1")
+    class_weight: str = _opt("none", "balanced weighs classes by inverse frequency", CLASS_WEIGHTS)
+    channels: int = _opt(3, "conv input channels: 3 = gray replicated as the reference, or 1")
+    seed: int = _opt(0, "seed for the split, shuffling, augmentation and initial weights")
+    deterministic: bool = _opt(False, "deterministic TensorFlow ops (slower; same run twice on CPU)")
+    strategy: str = _opt("default", "tf.distribute strategy; mirrored spans all visible GPUs",
+                         STRATEGIES)
+    name: str = _opt("train", "run name: the run folder is RUNS_DIR/NAME (NAME2, ... if taken)")
+    runs_dir: str = _opt("runs", "folder that holds the run folders")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a dict, refusing unknown keys with a suggestion (a typo is an error)."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise FerkerasError(f"{source}: unknown option '{key}'{hint}")
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise FerkerasError naming the flag when a value is out of range."""
+        checks = [
+            (self.epochs is None or self.epochs >= 1, "--epochs", "must be at least 1"),
+            (self.batch_size >= 1, "--batch-size", "must be at least 1"),
+            (self.lr > 0, "--lr", "must be positive"),
+            (self.weight_decay >= 0, "--weight-decay", "must be >= 0"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing", "must be in [0, 1)"),
+            (self.channels in (1, 3), "--channels", "must be 1 or 3"),
+            (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+             "--name", "must be a plain folder name"),
+        ]
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                checks.append((False, "--" + f.name.replace("_", "-"),
+                               f"must be one of {', '.join(choices)}"))
+        for ok, flag, what in checks:
+            if not ok:
+                value = getattr(self, flag[2:].replace("-", "_"))
+                raise FerkerasError(f"{flag} {value!r}: {what}")
+
+    def resolved_epochs(self, synthetic: bool) -> int:
+        """The epochs to train: the flag, else the default for this kind of data."""
+        if self.epochs is not None:
+            return self.epochs
+        return DEFAULT_EPOCHS_SYNTHETIC if synthetic else DEFAULT_EPOCHS_REAL
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a kill never leaves half a file."""
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text through a temporary file in the same folder and os.replace."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def new_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:
+    """Create runs_dir/name, or name2, name3, ... when taken (never reuse a run's folder)."""
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FerkerasError(f"cannot create runs folder {runs_dir}: {e.strerror}") from None
+    for i in range(1, 10_000):
+        candidate = runs_dir / (name if i == 1 else f"{name}{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise FerkerasError(f"cannot create run folder {candidate}: {e.strerror}") from None
+    raise FerkerasError(f"{runs_dir}: too many runs named {name}")
+
+
+def find_run(run: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs") -> Path:
+    """Resolve a run given as a folder path or a name in runs_dir; None means the latest run."""
+    runs_dir = Path(runs_dir)
+    if run is None:
+        runs = sorted(runs_dir.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise FerkerasError(f"no runs in {runs_dir}/: train one first with 'ferkeras train'")
+        return runs[-1].parent
+    for candidate in (Path(run), runs_dir / run):
+        if (candidate / "config.json").is_file():
+            return candidate
+    names = sorted(p.parent.name for p in runs_dir.glob("*/config.json"))
+    close = difflib.get_close_matches(str(run), names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else (
+        f"; runs in {runs_dir}/: {', '.join(names)}" if names else "")
+    raise FerkerasError(f"run '{run}' not found (no config.json in {run} or {runs_dir / run}){hint}")
+
+
+def find_model(ref: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs") -> Path:
+    """Resolve a model given as a .keras file, a run (its best model.keras), or None (latest run)."""
+    if ref is not None and str(ref).endswith(".keras"):
+        if not Path(ref).is_file():
+            raise FerkerasError(f"{ref}: no such model file")
+        return Path(ref)
+    run_dir = find_run(ref, runs_dir)
+    model = run_dir / "model.keras"
+    if not model.is_file():
+        raise FerkerasError(f"run {run_dir} has no model.keras yet (no epoch has finished)")
+    return model

@@ -1,0 +1,326 @@
+"""Training: uint8 arrays -> tf.data (shuffle, batch, augment, prefetch) -> model.fit -> run folder.
+
+A run folder holds config.json, history.csv/.json, tensorboard/, model.keras (best by
+validation accuracy), last.keras, metrics.json, and backup/ while a run is unfinished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+import ferkeras
+from ferkeras.config import (
+    TrainConfig,
+    find_run,
+    new_run_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
+from ferkeras.data import CLASS_NAMES, Split, load_dataset, train_val_splits
+from ferkeras.errors import FerkerasError
+from ferkeras.model import NUM_CLASSES, build_model, load_model
+
+# Augmentation levels: (shift as a fraction of the side, rotation in degrees, zoom fraction).
+# All levels above none flip horizontally: expressions are left-right symmetric.
+AUGMENT_STRENGTH = {
+    "light": (0.05, 0.0, 0.0),
+    "medium": (0.10, 10.0, 0.10),
+    "strong": (0.15, 20.0, 0.20),
+}
+EVAL_BATCH_SIZE = 512  # inference needs no small batches; larger is faster on CPU
+HISTORY_FIELDS = ("epoch", "seconds", "train_seconds", "lr", "loss", "accuracy", "val_loss",
+                  "val_accuracy")
+
+Echo = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------- input pipeline
+
+def make_augmenter(level: str, seed: int = 0) -> keras.Sequential | None:
+    """Random flip/shift/rotation/zoom layers for a level, applied to whole batches; None for none."""
+    if level == "none":
+        return None
+    shift, degrees, zoom = AUGMENT_STRENGTH[level]
+    steps = [layers.RandomFlip("horizontal", seed=seed),
+             layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=seed + 1)]
+    if degrees:
+        steps.append(layers.RandomRotation(degrees / 360, fill_mode="reflect", seed=seed + 2))
+    if zoom:
+        steps.append(layers.RandomZoom(zoom, zoom, fill_mode="reflect", seed=seed + 3))
+    return keras.Sequential(steps, name=f"augment_{level}")
+
+
+def make_pipeline(split: Split, batch_size: int, augmenter: keras.Sequential | None = None,
+                  shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """A tf.data pipeline of (float32 0-255 images (B,48,48,1), one-hot labels (B,7))."""
+    if split.labels is None:
+        raise FerkerasError("cannot train or validate on an unlabeled split")
+    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[split.labels]
+    ds = tf.data.Dataset.from_tensor_slices((split.images[..., None], onehot))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def to_float(images, labels):
+        images = tf.cast(images, tf.float32)
+        if augmenter is not None:
+            images = augmenter(images, training=True)
+        return images, labels
+
+    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
+    """Inverse-frequency class weights (scikit-learn's 'balanced'), for classes present."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=classes, y=labels)
+    return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}
+
+
+# ---------------------------------------------------------------------------- optimisation
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """The optimizer and learning-rate schedule that the config names."""
+    lr = config.lr
+    if config.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=max(total_steps, 1))
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True,
+                                weight_decay=config.weight_decay or None)
+
+
+def compile_model(model: keras.Model, config: TrainConfig, total_steps: int) -> None:
+    """Compile with cross-entropy (optionally smoothed) and accuracy."""
+    model.compile(
+        optimizer=make_optimizer(config, total_steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+# ---------------------------------------------------------------------------- callbacks
+
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch in the reference's format, timing the epoch and its validation."""
+
+    def __init__(self, epochs: int, echo: Echo):
+        super().__init__()
+        self.epochs, self.echo = epochs, echo
+        self.epoch_start = self.val_start = 0.0
+        self.val_seconds = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start, self.val_seconds = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs=None):
+        self.val_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.val_seconds += time.perf_counter() - self.val_start
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        seconds = time.perf_counter() - self.epoch_start
+        # Later callbacks (the history files) read these from logs.
+        logs["seconds"], logs["train_seconds"] = seconds, seconds - self.val_seconds
+        logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        width = len(str(self.epochs))
+        self.echo(
+            f"[{epoch + 1:0{max(3, width)}d}/{self.epochs:0{max(3, width)}d}] {seconds:.2f} sec(s) "
+            f"Train Acc: {logs['accuracy']:.6f} Loss: {logs['loss']:.4f} | "
+            f"Val Acc: {logs['val_accuracy']:.6f} loss: {logs['val_loss']:.4f}"
+        )
+
+
+class HistoryFiles(keras.callbacks.Callback):
+    """history.json and history.csv, rewritten atomically each epoch, every epoch once.
+
+    After a resume an epoch that ran past the last backup runs again: its new row replaces
+    the old one, and rows after it are dropped, so the history never repeats an epoch.
+    """
+
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.run_dir = run_dir
+        self.rows = read_history(run_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {"epoch": epoch + 1}
+        row.update({k: float(logs[k]) for k in HISTORY_FIELDS[1:] if k in logs})
+        self.rows = [r for r in self.rows if r["epoch"] <= epoch] + [row]
+        write_json_atomic(self.run_dir / "history.json", self.rows)
+        lines = [",".join(HISTORY_FIELDS)]
+        lines += [",".join(f"{r.get(k, '')}" for k in HISTORY_FIELDS) for r in self.rows]
+        write_text_atomic(self.run_dir / "history.csv", "\n".join(lines) + "\n")
+
+
+def read_history(run_dir: str | Path) -> list[dict]:
+    """The per-epoch rows of a run (empty before its first epoch ends)."""
+    path = Path(run_dir) / "history.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+# ---------------------------------------------------------------------------- runs
+
+def library_versions() -> dict[str, str]:
+    """Versions that a run's results depend on, for config.json."""
+    import sklearn
+
+    return {"ferkeras": ferkeras.__version__, "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+
+
+def _strategy(name: str) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        # Mirrors across every visible GPU; with none, across the one CPU device.
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def train(config: TrainConfig, echo: Echo = print) -> Path:
+    """Train a new run from a config; return its folder."""
+    config.validate()
+    run_dir = new_run_dir(config.runs_dir, config.name)
+    return _fit(run_dir, config, echo, resuming=False)
+
+
+def resume(run: str, epochs: int | None = None, runs_dir: str = "runs",
+           echo: Echo = print) -> Path:
+    """Continue an interrupted run where it stopped; epochs may change the planned total."""
+    run_dir = find_run(run, runs_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    config = TrainConfig.from_dict(saved["options"], source=str(run_dir / "config.json"))
+    planned = saved["epochs"]
+    done = len(read_history(run_dir))
+    if epochs is not None:
+        if epochs < done:
+            raise FerkerasError(f"--epochs {epochs}: run {run_dir} already trained {done} epochs")
+        config.epochs = planned = epochs
+    if (run_dir / "metrics.json").is_file():
+        # Its learning-rate schedule has run its course: longer training is a new run.
+        raise FerkerasError(f"run {run_dir} already finished {done}/{planned} epochs; "
+                            f"start a new run to train longer (ferkeras train --epochs N)")
+    config.runs_dir = str(run_dir.parent)
+    return _fit(run_dir, config, echo, resuming=True, planned_epochs=planned)
+
+
+def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
+         planned_epochs: int | None = None) -> Path:
+    """Load data, build or restore the model, fit with callbacks, write the run's files."""
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    dataset = load_dataset(config.data)
+    train_split, val_split = train_val_splits(dataset, config.val_split, config.seed)
+    synthetic = dataset.format == "synthetic"
+    epochs = planned_epochs or config.resolved_epochs(synthetic)
+    if synthetic:
+        echo(f"Training on built-in synthetic faces ({len(train_split):,} train / "
+             f"{len(val_split):,} val); for FER2013: ferkeras train --data path/to/fer2013")
+    else:
+        echo(f"Training on {dataset.source} ({dataset.format}): "
+             f"{len(train_split):,} train / {len(val_split):,} val images")
+
+    if not resuming:
+        write_json_atomic(run_dir / "config.json", {
+            "options": dataclasses.asdict(config),
+            "epochs": epochs,
+            "data": dataset.describe(),
+            "train_images": len(train_split),
+            "val_images": len(val_split),
+            "class_names": list(CLASS_NAMES),
+            "versions": library_versions(),
+            "devices": [d.name for d in tf.config.list_logical_devices()],
+            "command": " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
+            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        })
+
+    gpus = tf.config.list_logical_devices("GPU")
+    echo(f"Device: {len(gpus)} GPU(s)" if gpus else "Device: CPU (no GPU visible)")
+
+    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
+    train_ds = make_pipeline(train_split, config.batch_size,
+                             make_augmenter(config.augment, config.seed), config.seed)
+    val_ds = make_pipeline(val_split, EVAL_BATCH_SIZE)
+
+    with _strategy(config.strategy).scope():
+        model = build_model(config.channels)
+        compile_model(model, config, steps_per_epoch * epochs)
+
+    # Keras' ModelCheckpoint starts from no best value; a resumed run starts from its history's.
+    best_so_far = max((r["val_accuracy"] for r in read_history(run_dir)), default=None)
+    callbacks = [
+        EpochLog(epochs, echo),
+        HistoryFiles(run_dir),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "model.keras"), monitor="val_accuracy", mode="max",
+            save_best_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,
+                                    profile_batch=0),
+        # Last, so an epoch is backed up only once its history row is written: a kill in
+        # between re-runs that epoch on resume, and the history keeps every epoch once.
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+    ]
+    class_weight = (balanced_class_weight(train_split.labels)
+                    if config.class_weight == "balanced" else None)
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                  callbacks=callbacks, class_weight=class_weight, shuffle=False,  # ds shuffles
+                  verbose=1 if sys.stdout.isatty() else 0)
+    except KeyboardInterrupt:
+        done = len(read_history(run_dir))
+        echo(f"Interrupted after {done}/{epochs} epochs; continue with: "
+             f"ferkeras train --resume {run_dir}")
+        raise
+
+    model.save(run_dir / "last.keras")
+    metrics = _final_metrics(run_dir, val_ds, read_history(run_dir), len(train_split))
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    echo(f"Best val accuracy {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']}; "
+         f"run saved to {run_dir}/ (tensorboard --logdir {run_dir.parent})")
+    return run_dir
+
+
+def _final_metrics(run_dir: Path, val_ds: tf.data.Dataset, history: list[dict],
+                   train_images: int) -> dict:
+    """Re-evaluate the best checkpoint on the validation data and summarise the history."""
+    best = load_model(run_dir / "model.keras")
+    best.compile(loss="categorical_crossentropy",
+                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    val_loss, val_accuracy = best.evaluate(val_ds, verbose=0)
+    best_row = max(history, key=lambda r: r["val_accuracy"])
+    train_seconds = float(np.median([r["train_seconds"] for r in history]))
+    return {
+        "best_epoch": best_row["epoch"],
+        "best_val_accuracy": float(val_accuracy),
+        "best_val_loss": float(val_loss),
+        "final_val_accuracy": history[-1]["val_accuracy"],
+        "epochs": len(history),
+        "seconds_per_epoch": float(np.median([r["seconds"] for r in history])),
+        "train_images": train_images,
+        # Training alone, validation excluded: what the speed benchmarks compare.
+        "train_images_per_second": train_images / train_seconds,
+    }

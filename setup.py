@@ -1,0 +1,31 @@
+"""ferkeras: facial expression recognition on FER2013 with a compact Keras CNN, exported to TFLite."""
+
+from setuptools import setup
+
+setup(
+    name="ferkeras",
+    version="0.1.0",
+    description="Train, explain and export a compact Keras CNN for facial expression recognition",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # cli/ installs as ferkeras.cli, never as a top-level module named `cli`.
+    packages=["ferkeras", "ferkeras.cli"],
+    package_dir={"ferkeras": "ferkeras", "ferkeras.cli": "cli"},
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<4",
+        "tensorboard>=2.21",
+        "tf-keras-vis>=0.8.7",
+        "numpy>=1.26",
+        "matplotlib>=3.8",
+        "scikit-learn>=1.4",
+        "click>=8.1",
+        "pillow>=10",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.6"],
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+    },
+    entry_points={"console_scripts": ["ferkeras = ferkeras.cli.main:main"]},
+)

@@ -1,0 +1,69 @@
+"""Run options and run folders (no TensorFlow needed)."""
+
+import json
+
+import pytest
+
+from ferkeras.config import (
+    TrainConfig,
+    find_model,
+    find_run,
+    new_run_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
+from ferkeras.errors import FerkerasError
+
+
+def test_unknown_option_is_an_error_with_a_suggestion():
+    with pytest.raises(FerkerasError, match="unknown option 'epoch'; did you mean 'epochs'"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+@pytest.mark.parametrize("values, flag", [
+    ({"epochs": 0}, "--epochs"),
+    ({"batch_size": 0}, "--batch-size"),
+    ({"lr": -1.0}, "--lr"),
+    ({"label_smoothing": 1.0}, "--label-smoothing"),
+    ({"channels": 2}, "--channels"),
+    ({"optimizer": "rmsprop"}, "--optimizer"),
+    ({"name": "../x"}, "--name"),
+])
+def test_out_of_range_values_name_their_flag(values, flag):
+    with pytest.raises(FerkerasError, match=flag):
+        TrainConfig.from_dict(values)
+
+
+def test_default_epochs_depend_on_the_data():
+    assert TrainConfig().resolved_epochs(synthetic=False) == 30
+    assert TrainConfig().resolved_epochs(synthetic=True) < 30
+    assert TrainConfig(epochs=5).resolved_epochs(synthetic=True) == 5
+
+
+def test_run_folders_never_reuse_a_name(tmp_path):
+    names = [new_run_dir(tmp_path, "exp").name for _ in range(3)]
+    assert names == ["exp", "exp2", "exp3"]
+
+
+def test_find_run_latest_by_name_and_with_suggestion(tmp_path):
+    with pytest.raises(FerkerasError, match="no runs"):
+        find_run(None, tmp_path)
+    for name in ("alpha", "beta"):
+        run = new_run_dir(tmp_path, name)
+        write_json_atomic(run / "config.json", {"options": {}})
+    assert find_run(None, tmp_path).name == "beta"
+    assert find_run("alpha", tmp_path).name == "alpha"
+    assert find_run(str(tmp_path / "alpha"), tmp_path).name == "alpha"
+    with pytest.raises(FerkerasError, match="did you mean 'alpha'"):
+        find_run("alpah", tmp_path)
+    with pytest.raises(FerkerasError, match="no model.keras"):
+        find_model("alpha", tmp_path)
+
+
+def test_atomic_json_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "h.json"
+    write_json_atomic(path, [1, 2])
+    with pytest.raises(UnicodeEncodeError):  # fails while writing, after the temp file exists
+        write_text_atomic(path, "half\ud800")
+    assert json.loads(path.read_text()) == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["h.json"]

@@ -1,0 +1,71 @@
+"""The reference architecture, its parameter count, and safe loading."""
+
+import keras
+import numpy as np
+import pytest
+
+from ferkeras.errors import FerkerasError
+from ferkeras.model import GrayToRGB, build_model, count_params, load_model
+
+
+def test_parameter_count_matches_reference():
+    # The reference's question 1: 322,039 parameters, 528 of them BatchNorm statistics.
+    assert count_params(build_model(3)) == (322_039, 528)
+    # One input channel removes 2 * 3 * 3 * 24 first-conv weights.
+    assert count_params(build_model(1)) == (322_039 - 432, 528)
+
+
+def test_layer_shapes_follow_reference():
+    model = build_model()
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["gray_to_rgb"] == (48, 48, 3)
+    assert [shapes[f"pool{i}"] for i in range(1, 5)] == [
+        (24, 24, 24), (12, 12, 48), (6, 6, 96), (3, 3, 96)]
+    assert shapes["flatten"] == (864,)
+    assert [shapes["fc1"], shapes["fc2"], shapes["predictions"]] == [(192,), (96,), (7,)]
+    assert model.layers[-1].activation is keras.activations.softmax
+
+
+def test_model_takes_raw_gray_pixels_and_outputs_probabilities():
+    model = build_model()
+    images = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype("float32")
+    probs = model.predict(images, verbose=0)
+    assert probs.shape == (4, 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    scaled = model.get_layer("rescale")(images)
+    assert float(keras.ops.max(scaled)) <= 1.0 and float(keras.ops.max(scaled)) > 0.9
+    rgb = keras.ops.convert_to_numpy(GrayToRGB()(images))
+    assert rgb.shape == (4, 48, 48, 3)
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_save_and_safe_load_roundtrip(tmp_path):
+    model = build_model()
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = load_model(path)
+    x = np.full((1, 48, 48, 1), 128, "float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_load_model_refuses_non_models_and_wrong_inputs(tmp_path):
+    junk = tmp_path / "junk.keras"
+    junk.write_text("not a zip")
+    with pytest.raises(FerkerasError, match="junk.keras"):
+        load_model(junk)
+    with pytest.raises(FerkerasError, match="no such model"):
+        load_model(tmp_path / "missing.keras")
+    small = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(7, activation="softmax")])
+    small.save(tmp_path / "small.keras")
+    with pytest.raises(FerkerasError, match="expected 48x48"):
+        load_model(tmp_path / "small.keras")
+
+
+def test_load_model_refuses_lambda_layers(tmp_path):
+    # safe_mode: a Lambda's Python code must never run when a stranger's file is loaded.
+    model = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Lambda(lambda x: x * 2),
+                              keras.layers.Flatten(), keras.layers.Dense(7)])
+    model.save(tmp_path / "lambda.keras")
+    with pytest.raises(FerkerasError, match="lambda.keras"):
+        load_model(tmp_path / "lambda.keras")

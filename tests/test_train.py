@@ -1,0 +1,184 @@
+"""Training: the tf.data pipeline, the callbacks, and `ferkeras train` end to end."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferkeras.data import Split
+from ferkeras.train import (
+    EpochLog,
+    HistoryFiles,
+    balanced_class_weight,
+    make_augmenter,
+    make_pipeline,
+    read_history,
+)
+
+FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
+EPOCH_LINE = re.compile(r"^\[(\d{3})/(\d{3})\] \d+\.\d{2} sec\(s\) Train Acc: [01]\.\d{6} "
+                        r"Loss: \d+\.\d{4} \| Val Acc: [01]\.\d{6} loss: \d+\.\d{4}$")
+
+
+def random_split(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    return Split(rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
+                 rng.integers(0, 7, n).astype(np.int64))
+
+
+def run_cli(*args, cwd, timeout=600):
+    return subprocess.run([*FERKERAS, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_pipeline_without_augmentation_keeps_pixels_and_labels():
+    split = random_split()
+    images, labels = next(iter(make_pipeline(split, batch_size=16)))
+    assert images.shape == (16, 48, 48, 1) and images.dtype.name == "float32"
+    np.testing.assert_array_equal(images.numpy()[..., 0], split.images[:16])
+    np.testing.assert_array_equal(labels.numpy().argmax(1), split.labels[:16])
+
+
+def test_pipeline_shuffles_and_augments_whole_batches():
+    split = random_split()
+    batches = list(make_pipeline(split, 16, make_augmenter("medium", seed=1), shuffle_seed=1))
+    assert [len(b[0]) for b in batches] == [16, 16, 16, 2]
+    labels = np.concatenate([b[1].numpy().argmax(1) for b in batches])
+    assert sorted(labels) == sorted(split.labels) and not np.array_equal(labels, split.labels)
+    images = batches[0][0].numpy()
+    assert images.min() >= 0 and images.max() <= 255
+    # Augmented images are not any of the originals.
+    originals = split.images.astype(np.float32)
+    assert min(np.abs(originals - img[..., 0]).mean() for img in images[:1]) > 1
+    assert make_augmenter("none") is None
+
+
+def test_balanced_class_weight_inverts_frequency():
+    weights = balanced_class_weight(np.array([0] * 90 + [1] * 10))
+    assert weights[1] == pytest.approx(9 * weights[0])
+    assert weights[0] * 90 + weights[1] * 10 == pytest.approx(100)
+
+
+def test_epoch_line_has_the_reference_format():
+    lines = []
+    log = EpochLog(epochs=30, echo=lines.append)
+
+    class FakeOptimizer:
+        learning_rate = 0.001
+
+    class FakeModel:
+        optimizer = FakeOptimizer()
+
+    log.set_model(FakeModel())
+    log.on_epoch_begin(0)
+    logs = {"accuracy": 0.392968, "loss": 1.532, "val_accuracy": 0.464057, "val_loss": 1.498}
+    log.on_epoch_end(0, logs)
+    assert EPOCH_LINE.match(lines[0]), lines[0]
+    assert lines[0].startswith("[001/030]") and "Val Acc: 0.464057 loss: 1.4980" in lines[0]
+    assert logs["seconds"] >= logs["train_seconds"] >= 0 and logs["lr"] == 0.001
+
+
+def test_history_keeps_every_epoch_once_after_a_rerun(tmp_path):
+    history = HistoryFiles(tmp_path)
+    for epoch in range(3):
+        history.on_epoch_end(epoch, {"loss": 1.0, "val_accuracy": 0.1 * epoch})
+    # A resume from a backup taken after epoch 2 re-runs epoch 3 (index 2).
+    resumed = HistoryFiles(tmp_path)
+    resumed.on_epoch_end(2, {"loss": 0.5, "val_accuracy": 0.9})
+    rows = read_history(tmp_path)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["val_accuracy"] == 0.9
+    csv_lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,") and len(csv_lines) == 4
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A short real training run through the CLI on synthetic data."""
+    cwd = tmp_path_factory.mktemp("cli")
+    result = run_cli("train", "--data", "synthetic:1500", "--epochs", "2", "--name", "e2e",
+                     cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd / "runs" / "e2e", result
+
+
+def test_train_cli_writes_the_run_folder(finished_run):
+    run, result = finished_run
+    lines = result.stdout.splitlines()
+    assert "synthetic" in lines[0] and "--data" in lines[0]
+    epoch_lines = [line for line in lines if line.startswith("[")]
+    assert len(epoch_lines) == 2 and all(EPOCH_LINE.match(x) for x in epoch_lines), lines
+    assert "Traceback" not in result.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["options"]["epochs"] == 2 and config["options"]["seed"] == 0
+    assert config["data"]["format"] == "synthetic" and config["train_images"] == 1500
+    assert {"tensorflow", "keras", "numpy"} <= set(config["versions"])
+    history = read_history(run)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert len((run / "history.csv").read_text().splitlines()) == 3
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_val_accuracy"] == pytest.approx(
+        max(r["val_accuracy"] for r in history), abs=1e-4)
+    assert (run / "model.keras").is_file() and (run / "last.keras").is_file()
+    assert not (run / "backup").exists()
+
+
+def test_resume_refuses_a_finished_run_and_config_changes(finished_run):
+    run, _ = finished_run
+    cwd = run.parent.parent
+    result = run_cli("train", "--resume", "e2e", cwd=cwd)
+    assert result.returncode == 2 and "already finished 2/2" in result.stderr
+    result = run_cli("train", "--resume", "e2e", "--lr", "0.1", cwd=cwd)
+    assert result.returncode == 2 and "--lr" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = run_cli("train", "--resume", "nope", cwd=cwd)
+    assert result.returncode == 2 and "run 'nope' not found" in result.stderr
+
+
+def test_summary_prints_the_reference_parameter_count(finished_run):
+    run, _ = finished_run
+    for args in ([], [str(run / "model.keras")]):
+        result = run_cli("summary", *args, cwd=run.parent.parent)
+        assert result.returncode == 0, result.stderr
+        assert "322,039 parameters, 528 of them non-trainable" in result.stdout
+        assert "conv4" in result.stdout and "(None, 3, 3, 96)" in result.stdout
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    args = ["train", "--data", "synthetic:1000", "--epochs", "4", "--name", "k", "--augment", "none"]
+    proc = subprocess.Popen([*FERKERAS, *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run = tmp_path / "runs" / "k"
+    deadline = time.time() + 300
+    while not read_history(run) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(read_history(run))
+    assert 1 <= done < 4, "the run should be killed in the middle"
+    best_before = max(r["val_accuracy"] for r in read_history(run))
+
+    result = run_cli("train", "--resume", "k", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    epochs = [int(m.group(1)) for m in map(EPOCH_LINE.match, result.stdout.splitlines()) if m]
+    # It restarts at the epoch after the last backup (the killed epoch may be re-run once).
+    assert epochs[-1] == 4 and epochs[0] <= done + 1 and epochs == list(range(epochs[0], 5))
+    history = read_history(run)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_val_accuracy"] >= best_before - 1e-6
+
+
+def test_default_run_learns_the_synthetic_faces(tmp_path):
+    # The newcomer's first command: no flags, built-in data, >= 0.90 validation accuracy.
+    result = run_cli("train", cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((Path(tmp_path) / "runs" / "train" / "metrics.json").read_text())
+    assert metrics["best_val_accuracy"] >= 0.90, result.stdout
