@@ -22,6 +22,10 @@ setup(
         "scikit-learn>=1.4",
         "click>=8.1",
         "pillow>=10",
+        # OpenCV 5 moved the Haar cascade face detector (and its cascade files) out of the
+        # main package; `ferkeras predict` needs them, so stay on 4.x.
+        "opencv-python-headless>=4.8,<5",
+        "ai-edge-litert>=2.3,<3",  # runs .tflite files (tf.lite.Interpreter is deprecated)
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.6"],

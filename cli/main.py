@@ -107,6 +107,163 @@ def summary(model: str | None, channels: str, runs_dir: str) -> None:
     click.echo(f"{total:,} parameters, {frozen:,} of them non-trainable (BatchNorm statistics)")
 
 
+def source_options(command):
+    """RUN and the flags that pick the model, its images and where figures go (evaluate, viz)."""
+    for option in reversed([
+        click.argument("run", required=False),
+        click.option("--data", help="use this data instead of the run's own (FER2013 path or "
+                     "synthetic); needed with a bare .keras file"),
+        click.option("--split", help="val (the run's validation data, default), or a split of "
+                     "the data: train, test, private_test"),
+        click.option("--out", type=click.Path(file_okay=False), help="output folder "
+                     "(default: RUN/viz/)"),
+        click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders"),
+    ]):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@source_options
+@click.option("--tta", is_flag=True, help="also test-time augmentation (mean with the mirror image)")
+def evaluate(run: str | None, data: str | None, split: str | None, out: str | None, runs_dir: str,
+             tta: bool) -> None:
+    """Accuracy, per-class F1, confusion matrix.
+
+    Of RUN (a run name or folder, or a .keras file; default: the latest run), on its validation
+    data, with the best and worst classes and the most confused pairs in words.
+    """
+    with quiet_tensorflow_startup():
+        from ferkeras import evaluate as evaluation
+
+    evaluation.evaluate(run, data=data, split=split, tta=tta, out=out, runs_dir=runs_dir,
+                        echo=click.echo)
+
+
+@cli.group()
+def viz() -> None:
+    """Figures that explain a run: training history, saliency maps, filters."""
+
+
+@viz.command("history")
+@click.argument("run", required=False)
+@click.option("--out", type=click.Path(file_okay=False), help="output folder (default: RUN/viz/)")
+@click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
+def viz_history(run: str | None, out: str | None, runs_dir: str) -> None:
+    """Loss and accuracy curves, as a figure.
+
+    Per epoch of RUN (default: the latest), train against validation.
+    """
+    with quiet_tensorflow_startup():
+        from ferkeras import viz as visualize
+
+    click.echo(f"Wrote {visualize.plot_history(run, out=out, runs_dir=runs_dir)}")
+
+
+@viz.command("saliency")
+@source_options
+@click.option("--n", "n", type=int, default=5, show_default=True, help="images drawn at random")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the random choice")
+@click.option("--index", "indices", type=int, multiple=True, help="an image of the split by "
+              "position (repeatable; replaces the random choice)")
+@click.option("--class", "class_name", help="draw only images of this true class (name or 0..6)")
+@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
+              help="an image file to explain (repeatable; replaces the split's images)")
+@click.option("--method", type=click.Choice(["vanilla", "smoothgrad", "gradcam++", "scorecam"]),
+              default="vanilla", show_default=True, help="saliency method (tf-keras-vis)")
+@click.option("--target", help="explain this class instead of the predicted one")
+def viz_saliency(run, data, split, out, runs_dir, n, seed, indices, class_name, images, method,
+                 target) -> None:
+    """Saliency maps of images, as a figure.
+
+    Input, map and overlay of n images, titled with the true and predicted class.
+    """
+    with quiet_tensorflow_startup():
+        from ferkeras import viz as visualize
+
+    path = visualize.explain_saliency(run, n=n, seed=seed, indices=list(indices),
+                                      class_name=class_name, image_files=list(images), method=method,
+                                      target=target, data=data, split=split, out=out,
+                                      runs_dir=runs_dir)
+    click.echo(f"Wrote {path}")
+
+
+@viz.command("filters")
+@source_options
+@click.option("--layer", help="convolutional layer (default: the last, conv4)")
+@click.option("--filters", default="all", show_default=True, help="filters to show: all, 0-15, 0,5,7")
+@click.option("--top-k", type=int, default=5, show_default=True,
+              help="real images shown per filter, those that activate it most")
+@click.option("--steps", type=int, default=256, show_default=True, help="gradient-ascent steps")
+@click.option("--objective", type=click.Choice(["center", "mean"]), default="center",
+              show_default=True, help="maximize the filter's centre units (one face-sized "
+              "feature) or its whole map's mean (a texture)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the starting noise")
+def viz_filters(run, data, split, out, runs_dir, layer, filters, top_k, steps, objective,
+                seed) -> None:
+    """What the filters respond to, as figures.
+
+    For conv4 (or --layer): per filter, the input that maximizes it, and the real images that
+    activate it most with where.
+    """
+    with quiet_tensorflow_startup():
+        from ferkeras import viz as visualize
+
+    if steps < 1:
+        raise FerkerasError(f"--steps {steps}: must be at least 1")
+    settings = visualize.ActivationMaximizationSettings(steps=steps, objective=objective)
+    paths = visualize.visualize_filters(run, layer=layer, filters=filters, top_k=top_k,
+                                        settings=settings, data=data, split=split, seed=seed,
+                                        out=out, runs_dir=runs_dir, progress=sys.stdout.isatty())
+    click.echo("Wrote " + ", ".join(str(p) for p in paths))
+
+
+@cli.command("export")
+@click.argument("run", required=False)
+@click.option("--tflite", is_flag=True, help="also TFLite, converted from the SavedModel "
+              "(default quantisations: none and int8)")
+@click.option("--quantize", multiple=True, metavar="none|float16|dynamic|int8",
+              help="TFLite variants, repeated or comma-separated (implies --tflite)")
+@click.option("--out", default="exported", show_default=True, type=click.Path(file_okay=False),
+              help="export folder")
+@click.option("--no-verify", is_flag=True, help="skip the parity check against the Keras model")
+@click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
+def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out: str,
+                   no_verify: bool, runs_dir: str) -> None:
+    """Export a run's best model as SavedModel and TFLite, checked against the Keras model."""
+    with quiet_tensorflow_startup():
+        from ferkeras import export as exporting
+
+    result = exporting.export(run, out, tflite=tflite, quantize=quantize, verify=not no_verify,
+                              runs_dir=runs_dir, echo=click.echo)
+    if not result.passed:  # exit code 1, as for a failed test; 2 stays for bad input
+        click.echo(f"Error: parity check failed: {'; '.join(result.failures)} "
+                   f"(kept in {result.rejected}/; --no-verify exports anyway)", err=True)
+        click.get_current_context().exit(1)
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--model", help=".tflite file, .keras file, SavedModel folder or run "
+              "(default: the latest run's best model)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON: box, label, probabilities per face")
+@click.option("--annotate", metavar="OUT", type=click.Path(),
+              help="draw boxes and labels into OUT.jpg, or a folder OUT (one file per image)")
+@click.option("--no-detect", is_flag=True, help="classify each whole image as one face crop")
+@click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
+def predict(images: tuple[str, ...], model: str | None, as_json: bool, annotate: str | None,
+            no_detect: bool, runs_dir: str) -> None:
+    """Label the expression of each face in photos, 48x48 face crops or folders of them."""
+    if model is None or not model.endswith(".tflite"):  # a .tflite model needs no TensorFlow
+        with quiet_tensorflow_startup():
+            import tensorflow  # noqa: F401
+    from ferkeras import predict as prediction
+
+    results = prediction.predict(images, model, runs_dir, detect=False if no_detect else None,
+                                 annotate=annotate)
+    click.echo(prediction.to_json(results) if as_json else prediction.format_table(results))
+
+
 def main() -> None:
     """Console entry point: run a command; user errors become one line and exit code 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter

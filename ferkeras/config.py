@@ -48,7 +48,7 @@ class TrainConfig:
     optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
     weight_decay: float = _opt(0.0, "decoupled weight decay (adamw) or L2-style decay (sgd)")
     schedule: str = _opt("cosine", "learning-rate schedule: cosine decays to 0 over the run", SCHEDULES)
-    augment: str = _opt("medium", "augmentation: none; light = flip, shift; medium adds "
+    augment: str = _opt("light", "augmentation: none; light = flip, shift; medium adds "
                                   "rotation, zoom; strong widens all", AUGMENT_LEVELS)
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy, 0 <= s < 1")
     class_weight: str = _opt("none", "balanced weighs classes by inverse frequency", CLASS_WEIGHTS)

@@ -1,0 +1,248 @@
+"""Evaluation: a run's model on its own validation data -> predictions -> metrics, confusion matrix, words.
+
+The data comes from the run's config.json (the same source, split option and seed as training),
+or from --data/--split. Results go to <run>/viz/ (or an --out folder): metrics_<split>.json,
+confusion_matrix_<split>.csv (counts), confusion_matrix_<split>_normalized.csv (rows sum to 1)
+and confusion_matrix_<split>.png. The training run's own metrics.json is never touched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ferkeras.config import find_model, write_json_atomic, write_text_atomic
+from ferkeras.data import CLASS_NAMES, Split, load_dataset, train_val_splits
+from ferkeras.errors import FerkerasError
+
+EVAL_BATCH_SIZE = 512
+RUN_VALIDATION = "val"  # the split name that means "the run's own validation data"
+CONFUSED_PAIRS = 3  # pairs named in the generated analysis
+
+Echo = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------- model and data
+
+@dataclass
+class Source:
+    """A model to evaluate or explain, and the labelled images to do it on."""
+
+    model_path: Path
+    run_dir: Path | None  # None for a .keras file outside any run folder
+    split: Split
+    split_name: str  # "val" for the run's validation data, else the dataset's split name
+    data: str  # where the images came from: a path, or "synthetic..."
+    out_dir: Path  # default folder for what is derived from this model
+
+    def describe(self) -> str:
+        """One line: which model, which images."""
+        return (f"{self.model_path} on {len(self.split):,} images "
+                f"({self.split_name} split of {self.data})")
+
+
+def load_source(run: str | os.PathLike | None = None, data: str | None = None,
+                split: str | None = None, runs_dir: str | os.PathLike = "runs") -> Source:
+    """Resolve RUN (run name/folder, .keras file, or None = latest run) and the images to use.
+
+    Without data/split this is the run's validation data, exactly as training split it. data
+    replaces the source (its test split, else a stratified 25% of train); split names a split
+    ("val" = the run's validation data, "train", "test", ...).
+    """
+    model_path = find_model(run, runs_dir)
+    # A run's model.keras, or a .keras file inside a run folder (last.keras): the run's config.
+    run_dir = model_path.parent if (model_path.parent / "config.json").is_file() else None
+    options: dict = {}
+    if run_dir is not None:
+        options = json.loads((run_dir / "config.json").read_text())["options"]
+        out_dir = run_dir / "viz"
+    else:
+        if data is None:
+            raise FerkerasError(f"{model_path}: a bare model file has no config.json to say what it "
+                                "was trained on; give --data (a FER2013 path, or synthetic)")
+        out_dir = model_path.parent / f"{model_path.stem}_viz"
+    same_data = data is None or data == options.get("data")
+    source = options.get("data") if data is None else data
+    dataset = load_dataset(source)
+    val_option = options.get("val_split", "auto") if same_data else "auto"
+    seed = int(options.get("seed", 0))
+    split_name = split or RUN_VALIDATION
+    if split_name == RUN_VALIDATION:
+        _, chosen = train_val_splits(dataset, val_option, seed)
+    else:
+        chosen = dataset.splits.get(split_name)
+        if chosen is None or chosen.labels is None:
+            labelled = [n for n, s in dataset.splits.items() if s.labels is not None]
+            problem = "no" if chosen is None else "an unlabeled"
+            raise FerkerasError(f"--split {split_name}: {dataset.source} has {problem} split "
+                                f"{split_name!r} (labelled splits: {', '.join(labelled) or 'none'}; "
+                                f"or {RUN_VALIDATION} for the run's validation data)")
+    return Source(model_path, run_dir, chosen, split_name, dataset.source, out_dir)
+
+
+# ---------------------------------------------------------------------------- predictions
+
+def predict(model, images: np.ndarray, tta: bool = False,
+            batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Class probabilities (N, 7) for uint8 images (N, 48, 48); tta averages with the mirror image."""
+    x = np.asarray(images, dtype=np.float32).reshape(-1, 48, 48, 1)
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    if tta:
+        # Expressions are left-right symmetric, so the mirrored face is a second, free opinion.
+        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+    return np.asarray(probs, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------- metrics
+
+def compute_metrics(labels: np.ndarray, probs: np.ndarray,
+                    class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
+    """Accuracy, per-class precision/recall/F1, confusion matrix (counts and row-normalised), analysis."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = np.asarray(labels)
+    predicted = np.asarray(probs).argmax(axis=1)
+    classes = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0)
+    counts = confusion_matrix(labels, predicted, labels=classes)
+    normalized = row_normalize(counts)
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                        "f1": float(f1[i]), "support": int(support[i])}
+                 for i, name in enumerate(class_names)}
+    present = support > 0
+    metrics = {
+        "images": int(len(labels)),
+        "accuracy": float((predicted == labels).mean()),
+        "macro_f1": float(f1[present].mean()),
+        "per_class": per_class,
+        "class_names": list(class_names),
+        "confusion_matrix": counts.tolist(),
+        "confusion_matrix_normalized": normalized.tolist(),
+        "most_confused": most_confused_pairs(counts, class_names),
+    }
+    metrics["analysis"] = analysis_text(metrics)
+    return metrics
+
+
+def row_normalize(counts: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (the fraction of a true class given each prediction); empty rows 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def most_confused_pairs(counts: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES,
+                        top: int = CONFUSED_PAIRS) -> list[dict]:
+    """The off-diagonal cells with the highest row-normalised rate, highest first."""
+    counts = np.asarray(counts)
+    rates = row_normalize(counts)
+    np.fill_diagonal(rates, -1.0)
+    order = np.argsort(-rates, axis=None, kind="stable")[:top]
+    pairs = []
+    for flat in order:
+        true, pred = np.unravel_index(flat, rates.shape)
+        if rates[true, pred] <= 0:
+            break
+        pairs.append({"true": class_names[true], "predicted": class_names[pred],
+                      "rate": float(rates[true, pred]), "count": int(counts[true, pred]),
+                      "support": int(counts[true].sum()),
+                      "reverse_rate": float(max(rates[pred, true], 0.0))})
+    return pairs
+
+
+def analysis_text(metrics: dict) -> str:
+    """A few sentences on the results: best and worst recognised classes, most confused pairs."""
+    per_class = {name: m for name, m in metrics["per_class"].items() if m["support"] > 0}
+    by_recall = sorted(per_class, key=lambda name: per_class[name]["recall"], reverse=True)
+    lines = [f"Accuracy {metrics['accuracy']:.4f} on {metrics['images']:,} images "
+             f"(macro F1 {metrics['macro_f1']:.4f})."]
+    if by_recall:
+        best, worst = by_recall[0], by_recall[-1]
+        lines.append(f"Best recognised: {best} (recall {per_class[best]['recall']:.2f}, "
+                     f"F1 {per_class[best]['f1']:.2f}); worst: {worst} "
+                     f"(recall {per_class[worst]['recall']:.2f}, F1 {per_class[worst]['f1']:.2f})"
+                     + (f", then {by_recall[-2]} (recall {per_class[by_recall[-2]]['recall']:.2f})."
+                        if len(by_recall) > 2 else "."))
+    pairs = metrics["most_confused"]
+    if pairs:
+        described = [f"{p['true']} taken for {p['predicted']} {p['rate']:.1%} of the time "
+                     f"({p['count']:,} of {p['support']:,}; {p['predicted']} for {p['true']} "
+                     f"{p['reverse_rate']:.1%})" for p in pairs]
+        lines.append("Most confused: " + "; ".join(described) + ".")
+    else:
+        lines.append("No confusions: every image is classified correctly.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- files
+
+def confusion_csv(matrix: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES) -> str:
+    """The matrix as CSV: a header of predicted classes, one row per true class."""
+    buffer = io.StringIO()
+    buffer.write("true\\predicted," + ",".join(class_names) + "\n")
+    is_int = np.issubdtype(np.asarray(matrix).dtype, np.integer)
+    for name, row in zip(class_names, np.asarray(matrix), strict=True):
+        cells = [str(int(v)) if is_int else f"{v:.6f}" for v in row]
+        buffer.write(name + "," + ",".join(cells) + "\n")
+    return buffer.getvalue()
+
+
+def evaluate(run: str | os.PathLike | None = None, data: str | None = None, split: str | None = None,
+             tta: bool = False, out: str | os.PathLike | None = None, runs_dir: str = "runs",
+             echo: Echo = print) -> dict:
+    """Evaluate a run's (or .keras file's) model, write metrics JSON, CSVs and figure; return metrics."""
+    from ferkeras.model import load_model
+    from ferkeras.viz import confusion_figure, save_figure
+
+    source = load_source(run, data, split, runs_dir)
+    echo(f"Evaluating {source.describe()}")
+    model = load_model(source.model_path)
+    labels = source.split.labels
+    metrics = compute_metrics(labels, predict(model, source.split.images))
+    result = {"model": str(source.model_path), "data": source.data, "split": source.split_name,
+              **metrics}
+    if tta:
+        tta_metrics = compute_metrics(labels, predict(model, source.split.images, tta=True))
+        result["tta"] = {"method": "mean of the image's and its horizontal mirror's probabilities",
+                         **tta_metrics}
+
+    out_dir = Path(out) if out is not None else source.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"confusion_matrix_{source.split_name}"
+    paths = [out_dir / f"metrics_{source.split_name}.json"]
+    write_json_atomic(paths[0], result)
+    for suffix, found in [("", metrics)] + ([("_tta", result["tta"])] if tta else []):
+        counts = np.array(found["confusion_matrix"])
+        csv_counts = out_dir / f"{stem}{suffix}.csv"
+        csv_normalized = out_dir / f"{stem}{suffix}_normalized.csv"
+        write_text_atomic(csv_counts, confusion_csv(counts))
+        write_text_atomic(csv_normalized, confusion_csv(row_normalize(counts)))
+        title = (f"{source.model_path}, {source.split_name} "
+                 f"split{' with flip TTA' if suffix else ''}: accuracy {found['accuracy']:.4f}")
+        png = save_figure(confusion_figure(counts, title=title), out_dir / f"{stem}{suffix}.png")
+        paths += [csv_counts, csv_normalized, png]
+
+    echo(format_report(result))
+    echo("Wrote:\n" + "\n".join(f"  {p}" for p in paths))
+    result["files"] = [str(p) for p in paths]
+    return result
+
+
+def format_report(result: dict) -> str:
+    """The printed report: per-class table, analysis, and the TTA figures when present."""
+    lines = [f"{'class':<10}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}"]
+    for name, m in result["per_class"].items():
+        lines.append(f"{name:<10}{m['precision']:>10.4f}{m['recall']:>8.4f}{m['f1']:>8.4f}"
+                     f"{m['support']:>9,}")
+    lines.append(result["analysis"])
+    if "tta" in result:
+        lines.append(f"With flip TTA: accuracy {result['tta']['accuracy']:.4f} "
+                     f"(without: {result['accuracy']:.4f}), macro F1 {result['tta']['macro_f1']:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""Evaluation: metrics against scikit-learn, the generated analysis, and `ferkeras evaluate`."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from ferkeras.data import CLASS_NAMES
+from ferkeras.errors import FerkerasError
+from ferkeras.evaluate import (
+    compute_metrics,
+    confusion_csv,
+    load_source,
+    most_confused_pairs,
+    predict,
+    row_normalize,
+)
+
+
+def run_main(args, monkeypatch, capsys):
+    """Run the console entry point in-process: (exit code, stdout, stderr)."""
+    from ferkeras.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["ferkeras", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def confused_predictions(seed=0, n=700):
+    """Labels and probabilities where fear is often taken for sad, as in the reference."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, n)
+    predicted = np.where(rng.random(n) < 0.75, labels, rng.integers(0, 7, n))
+    fear = np.flatnonzero(labels == 2)
+    predicted[fear[: len(fear) // 3]] = 4
+    probs = rng.random((n, 7)) * 0.5
+    probs[np.arange(n), predicted] = 1.0
+    return labels, probs / probs.sum(axis=1, keepdims=True)
+
+
+def test_confusion_matrix_adds_up_and_matches_scikit_learn():
+    labels, probs = confused_predictions()
+    metrics = compute_metrics(labels, probs)
+    counts = np.array(metrics["confusion_matrix"])
+    assert counts.sum() == len(labels) == metrics["images"]
+    np.testing.assert_array_equal(counts, confusion_matrix(labels, probs.argmax(1), labels=range(7)))
+    np.testing.assert_allclose(np.array(metrics["confusion_matrix_normalized"]).sum(axis=1), 1.0)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, probs.argmax(1))
+    for i, name in enumerate(CLASS_NAMES):
+        m = metrics["per_class"][name]
+        assert (m["precision"], m["recall"], m["f1"], m["support"]) == pytest.approx(
+            (precision[i], recall[i], f1[i], support[i]))
+    assert metrics["accuracy"] == pytest.approx(np.trace(counts) / counts.sum())
+
+
+def test_analysis_names_the_pair_the_matrix_says_is_most_confused():
+    labels, probs = confused_predictions()
+    metrics = compute_metrics(labels, probs)
+    rates = np.array(metrics["confusion_matrix_normalized"])
+    np.fill_diagonal(rates, 0)
+    true, predicted = np.unravel_index(rates.argmax(), rates.shape)
+    assert (CLASS_NAMES[true], CLASS_NAMES[predicted]) == ("fear", "sad")
+    top = metrics["most_confused"][0]
+    assert (top["true"], top["predicted"], top["rate"]) == ("fear", "sad", rates.max())
+    assert "Most confused: fear taken for sad" in metrics["analysis"]
+    recall = {name: m["recall"] for name, m in metrics["per_class"].items()}
+    assert f"worst: {min(recall, key=recall.get)} " in metrics["analysis"]
+    assert f"Best recognised: {max(recall, key=recall.get)} " in metrics["analysis"]
+
+
+def test_most_confused_pairs_rank_by_rate_and_skip_empty_rows():
+    counts = np.zeros((7, 7), dtype=int)
+    counts[0, 0], counts[0, 6] = 90, 10  # angry -> neutral 10%
+    counts[1, 1], counts[1, 0] = 6, 4  # disgust -> angry 40%, few images but the highest rate
+    counts[3, 3] = 50  # happy: never confused; rows 2, 4-6 empty
+    pairs = most_confused_pairs(counts)
+    assert [(p["true"], p["predicted"]) for p in pairs] == [("disgust", "angry"), ("angry", "neutral")]
+    assert pairs[0]["reverse_rate"] == 0.0 and pairs[0]["count"] == 4 and pairs[0]["support"] == 10
+    assert row_normalize(counts)[2].tolist() == [0.0] * 7
+    perfect = compute_metrics(np.arange(7), np.eye(7))
+    assert perfect["most_confused"] == [] and "No confusions" in perfect["analysis"]
+
+
+def test_confusion_csv_has_class_names_on_both_axes():
+    text = confusion_csv(np.eye(7, dtype=int) * 3)
+    lines = text.splitlines()
+    assert lines[0] == "true\\predicted," + ",".join(CLASS_NAMES)
+    assert lines[4] == "happy,0,0,0,3,0,0,0"
+    assert confusion_csv(row_normalize(np.eye(7))).splitlines()[1].startswith("angry,1.000000,0.0")
+
+
+def test_flip_tta_averages_the_image_and_its_mirror():
+    from ferkeras.model import build_model
+
+    model = build_model()
+    images = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    plain, mirrored = predict(model, images), predict(model, images[:, :, ::-1])
+    np.testing.assert_allclose(predict(model, images, tta=True), (plain + mirrored) / 2, atol=1e-6)
+
+
+def test_evaluate_reproduces_the_runs_validation_accuracy(trained_synthetic_run, monkeypatch, capsys):
+    run = trained_synthetic_run
+    train_metrics = (run / "metrics.json").read_text()
+    code, out, err = run_main(["evaluate", str(run), "--tta"], monkeypatch, capsys)
+    assert code == 0, err
+    result = json.loads((run / "viz" / "metrics_val.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    # The same images that training validated on, found again from config.json alone.
+    assert result["images"] == config["val_images"] == np.array(result["confusion_matrix"]).sum()
+    assert result["accuracy"] == pytest.approx(json.loads(train_metrics)["best_val_accuracy"],
+                                               abs=1e-6)
+    assert (run / "metrics.json").read_text() == train_metrics  # the run's own file is untouched
+    assert "tta" in result and 0 < result["tta"]["accuracy"] <= 1
+    pair = result["most_confused"][0]
+    assert f"Most confused: {pair['true']} taken for {pair['predicted']}" in out
+    assert "With flip TTA: accuracy" in out
+    for name in ("confusion_matrix_val.png", "confusion_matrix_val.csv",
+                 "confusion_matrix_val_normalized.csv", "confusion_matrix_val_tta.png"):
+        assert (run / "viz" / name).stat().st_size > 0 and str(run / "viz" / name) in out
+    counts = np.loadtxt(run / "viz" / "confusion_matrix_val.csv", delimiter=",", skiprows=1,
+                        usecols=range(1, 8))
+    np.testing.assert_array_equal(counts, result["confusion_matrix"])
+    assert not list((run / "viz").glob(".*"))  # no temporary files left behind
+
+
+def test_source_on_another_split_and_bad_requests(trained_synthetic_run, tmp_path):
+    run = trained_synthetic_run
+    train = load_source(str(run), split="train")
+    assert train.split_name == "train" and len(train.split) == 3000
+    assert train.split.masks is not None  # synthetic data brings its expression masks
+    with pytest.raises(FerkerasError, match=r"--split nope: .* no split 'nope' \(labelled splits: "
+                                            r"train, test; or val"):
+        load_source(str(run), split="nope")
+    bare = tmp_path / "model.keras"
+    bare.write_bytes((run / "model.keras").read_bytes())
+    with pytest.raises(FerkerasError, match="bare model file .* give --data"):
+        load_source(str(bare))
+    assert load_source(str(bare), data="synthetic:280").out_dir == tmp_path / "model_viz"
+    with pytest.raises(FerkerasError, match="run 'nosuch' not found"):
+        load_source("nosuch", runs_dir=str(run.parent))
+
+
+def test_evaluate_errors_are_one_line_with_exit_code_2(trained_synthetic_run, monkeypatch, capsys):
+    code, out, err = run_main(["evaluate", "nosuch", "--runs-dir", str(trained_synthetic_run.parent)],
+                              monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "run 'nosuch' not found" in err

@@ -1,0 +1,213 @@
+"""Export: SavedModel and TFLite per format, parity against Keras, metadata, atomic install, CLI."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from ferkeras.cli.main import cli
+
+from ferkeras import export as exporting
+from ferkeras.errors import FerkerasError
+from ferkeras.export import FORMATS, export, run_splits, select_formats
+from ferkeras.predict import KerasRunner, Quantization, TFLiteRunner, dequantize, quantize
+
+FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
+ALL_QUANTIZATIONS = ["none", "float16", "dynamic", "int8"]
+
+
+def snapshot(folder):
+    """Every file under a folder (hidden ones too) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def all_formats(trained_synthetic_run, tmp_path_factory):
+    """Every format exported and checked (a failed check keeps the build in <out>-rejected/)."""
+    lines = []
+    result = export(trained_synthetic_run, tmp_path_factory.mktemp("all") / "exported",
+                    quantize=ALL_QUANTIZATIONS, echo=lines.append)
+    return result, lines
+
+
+@pytest.fixture(scope="module")
+def validation(trained_synthetic_run):
+    """The run's validation images and the Keras model's probabilities for them."""
+    _, val = run_splits(trained_synthetic_run)
+    return val, KerasRunner(trained_synthetic_run / "model.keras")(val.images)
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_each_format_keeps_parity_with_keras(all_formats, validation, name):
+    result, lines = all_formats
+    artifact = next(a for a in result.artifacts if a.format.name == name)
+    parity, fmt = artifact.parity, FORMATS[name]
+    val, keras_probs = validation
+    assert parity.images == len(val) == 750 and parity.keras_accuracy > 0.85
+    # The figures are what they claim: recomputed here from the exported file itself.
+    built = (result.rejected or result.out) / fmt.file
+    if built.suffix == ".tflite":
+        top = TFLiteRunner(built)(val.images).argmax(1)
+        assert parity.agreement == pytest.approx(np.mean(top == keras_probs.argmax(1)))
+        assert parity.accuracy == pytest.approx(np.mean(top == val.labels))
+    if name == "float16":
+        # Its bar, 99.9%, allows no flip at all on 750 images; this model has an image whose two
+        # best Keras probabilities differ by 0.002, which float16 weights may flip (1 of 750).
+        assert parity.agreement >= 0.998
+        assert parity.passed == (parity.agreement >= fmt.min_agreement)
+    else:
+        assert parity.agreement >= fmt.min_agreement, parity.describe()
+        assert parity.passed, parity.failures
+    assert abs(parity.accuracy_change) <= 0.5
+    assert any(line.strip().startswith("parity") and f"agreement {parity.agreement:.2%}" in line
+               for line in lines)
+    saved = json.loads(((result.rejected or result.out) / "metadata.json").read_text())
+    assert saved["artifacts"][name]["parity"]["agreement"] == parity.agreement
+
+
+def test_export_writes_metadata_and_prints_the_command(exported_synthetic_run, trained_synthetic_run):
+    out = exported_synthetic_run
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model_float32.tflite",
+                                                     "model_int8.tflite", "saved_model"]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert meta["input"]["shape"] == [None, 48, 48, 1] and meta["input"]["range"] == [0, 255]
+    assert meta["source"]["run"] == str(trained_synthetic_run)
+    assert meta["source"]["data"] == "synthetic:3000" and meta["validation"]["images"] == 750
+    assert meta["representative_images"] == 300
+    for name, entry in meta["artifacts"].items():
+        path = out / entry["file"]
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        size = sum(p.stat().st_size for p in files)
+        assert entry["bytes"] == size and entry["parity"]["passed"], name
+    assert meta["artifacts"]["float32"]["io"] == {"input": {"dtype": "float32"},
+                                                  "output": {"dtype": "float32"}}
+
+
+def test_int8_scale_and_zero_point_are_read_recorded_and_applied(exported_synthetic_run, validation):
+    val, keras_probs = validation
+    runner = TFLiteRunner(exported_synthetic_run / "model_int8.tflite")
+    meta = json.loads((exported_synthetic_run / "metadata.json").read_text())["artifacts"]["int8"]
+    # 0-255 pixels calibrate to scale 1 and zero point -128: the int8 value is p - 128, exactly.
+    assert meta["io"]["input"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
+    assert meta["io"]["input"] == runner.input_quantization.to_dict()
+    assert meta["io"]["output"] == runner.output_quantization.to_dict()
+    assert meta["io"]["output"]["scale"] == pytest.approx(1 / 256)  # softmax's fixed int8 scale
+
+    keras_top = keras_probs.argmax(1)
+    probs = runner(val.images)
+    assert np.mean(probs.argmax(1) == keras_top) >= 0.99
+    assert np.abs(probs.sum(1) - 1).max() < 0.02 and np.abs(probs - keras_probs).max() < 0.15
+
+    # A wrong input zero point or scale must break parity, so the test above means something.
+    correct_in, correct_out = runner.input_quantization, runner.output_quantization
+    for wrong in (Quantization(1.0, 0, np.int8), Quantization(1 / 255, -128, np.int8),
+                  Quantization(2.0, -128, np.int8)):
+        runner.input_quantization = wrong
+        assert np.mean(runner(val.images).argmax(1) == keras_top) < 0.9, wrong
+    runner.input_quantization = correct_in
+    # A wrong output zero point shifts every probability: they no longer sum to 1.
+    runner.output_quantization = Quantization(correct_out.scale, 0, np.int8)
+    assert np.abs(runner(val.images[:20]).sum(1) - 1).min() > 0.1
+
+
+def test_quantize_and_dequantize_follow_tflite_affine_formula():
+    q = quantize(np.array([0, 0.4, 127.6, 255, 300]), 1.0, -128, np.int8)
+    assert q.dtype == np.int8 and q.tolist() == [-128, -128, 0, 127, 127]
+    assert quantize(np.array([0.5, 1.0]), 1 / 256, -128, np.int8).tolist() == [0, 127]
+    assert dequantize(np.array([-128, 0, 127], np.int8), 1 / 256, -128).tolist() == [0, 0.5, 255 / 256]
+
+
+def test_select_formats_defaults_and_typos():
+    assert [f.name for f in select_formats(tflite=True)] == ["float32", "int8"]
+    assert select_formats() == []
+    assert [f.name for f in select_formats(quantize=["int8,none", "float16"])] == \
+        ["float32", "float16", "int8"]
+    with pytest.raises(FerkerasError, match="did you mean 'int8'"):
+        select_formats(quantize=["int"])
+
+
+def test_export_needs_a_run_for_int8_and_parity(trained_synthetic_run, tmp_path):
+    loose = tmp_path / "loose.keras"
+    loose.write_bytes((trained_synthetic_run / "model.keras").read_bytes())
+    with pytest.raises(FerkerasError, match="not in a run folder"):
+        export(loose, tmp_path / "out", tflite=True, echo=lambda line: None)
+    result = export(loose, tmp_path / "out", quantize=["none"], verify=False, echo=lambda line: None)
+    assert (tmp_path / "out" / "model_float32.tflite").is_file() and result.passed
+
+
+def test_interrupted_export_leaves_previous_artifacts_whole(trained_synthetic_run, tmp_path,
+                                                             monkeypatch):
+    out = tmp_path / "exported"
+    export(trained_synthetic_run, out, quantize=["none", "dynamic"], verify=False,
+           echo=lambda line: None)
+    before = snapshot(out)
+    assert "model_dynamic.tflite" in before
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as Ctrl-C halfway through the conversions
+
+    with monkeypatch.context() as patch:
+        patch.setattr(exporting, "convert", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            export(trained_synthetic_run, out, quantize=["none"], verify=False, echo=lambda line: None)
+    assert snapshot(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["exported"]  # no build folder left over
+
+    # A new export replaces the SavedModel folder whole and drops the format it did not make.
+    export(trained_synthetic_run, out, quantize=["none"], verify=False, echo=lambda line: None)
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model_float32.tflite",
+                                                     "saved_model"]
+    assert (out / "saved_model" / "saved_model.pb").is_file()
+
+
+def test_recover_puts_back_a_savedmodel_left_aside_by_a_kill(tmp_path):
+    out = tmp_path / "exported"
+    (out / ".saved_model-old-123").mkdir(parents=True)  # killed between the two renames
+    (out / ".saved_model-old-123" / "saved_model.pb").write_text("old")
+    dead = tmp_path / ".exported-export-999999999-abc"  # the build folder of a killed export
+    dead.mkdir()
+    exporting._recover(out)
+    assert (out / "saved_model" / "saved_model.pb").read_text() == "old"
+    assert not dead.exists() and not list(out.glob(".saved_model-old-*"))
+
+
+def test_failed_parity_exits_1_and_keeps_the_previous_export(exported_synthetic_run,
+                                                              trained_synthetic_run, tmp_path,
+                                                              monkeypatch):
+    out = tmp_path / "exported"
+    export(trained_synthetic_run, out, quantize=["none"], verify=False, echo=lambda line: None)
+    before = snapshot(out)
+    impossible = dataclasses.replace(FORMATS["float32"], min_agreement=1.01)
+    monkeypatch.setitem(exporting.FORMATS, "float32", impossible)
+    result = CliRunner().invoke(cli, ["export", str(trained_synthetic_run), "--quantize", "none",
+                                      "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "Error: parity check failed: float32 top-1 agreement 100.00% < 101% required" in result.output
+    assert snapshot(out) == before
+    rejected = json.loads((tmp_path / "exported-rejected" / "metadata.json").read_text())
+    assert rejected["artifacts"]["float32"]["parity"]["passed"] is False
+
+    # --no-verify exports anyway.
+    result = CliRunner().invoke(cli, ["export", str(trained_synthetic_run), "--quantize", "none",
+                                      "--out", str(out), "--no-verify"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metadata.json").read_text())["artifacts"]["float32"]["parity"] is None
+
+
+def test_export_cli_end_to_end(trained_synthetic_run, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([*FERKERAS, "export", str(trained_synthetic_run), "--tflite", "--out",
+                             str(tmp_path / "exp")], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == f"Use it: ferkeras predict photo.jpg --model {tmp_path / 'exp' / 'model_int8.tflite'}"
+    sizes = [line for line in lines if line.strip().startswith(("saved_model", "float32", "int8"))]
+    assert len(sizes) == 3 and all(" MB " in line and line.endswith(" s") for line in sizes)
+    assert sum("parity on 750 val images" in line and line.endswith("ok") for line in lines) == 3
+    assert result.stderr == ""  # converter and interpreter notices are kept off the terminal

@@ -1,0 +1,190 @@
+"""Predict: runners for every model kind, face detection on a real photo, crops, folders, errors, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferkeras.data import CLASS_NAMES
+from ferkeras.errors import FerkerasError
+from ferkeras.export import run_splits
+from ferkeras.predict import (
+    KerasRunner,
+    SavedModelRunner,
+    TFLiteRunner,
+    format_table,
+    load_runner,
+    predict,
+    read_image,
+)
+
+FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
+# A real photograph that matplotlib ships (not fetched at run time): Grace Hopper's portrait,
+# 512x600, her face at about x 155-377, y 105-327.
+GRACE_HOPPER = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+
+
+@pytest.fixture(scope="module")
+def val_faces(trained_synthetic_run):
+    _, val = run_splits(trained_synthetic_run)
+    return val.images[:64]
+
+
+@pytest.fixture
+def no_face_png(tmp_path):
+    """A 320x240 picture with no face: a smooth gradient with a little noise."""
+    rng = np.random.default_rng(0)
+    gradient = np.linspace(0, 255, 320)[None, :, None] * np.ones((240, 1, 3))
+    image = np.clip(gradient + rng.normal(0, 8, gradient.shape), 0, 255).astype(np.uint8)
+    path = tmp_path / "sky.png"
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_every_model_kind_gives_the_same_probabilities(trained_synthetic_run, exported_synthetic_run,
+                                                       val_faces):
+    keras = load_runner(trained_synthetic_run)  # a run means its best model.keras
+    assert isinstance(keras, KerasRunner)
+    expected = keras(val_faces)
+    assert expected.shape == (64, 7) and np.allclose(expected.sum(1), 1, atol=1e-5)
+    saved = load_runner(exported_synthetic_run / "saved_model")
+    tflite = load_runner(exported_synthetic_run / "model_float32.tflite")
+    assert isinstance(saved, SavedModelRunner) and isinstance(tflite, TFLiteRunner)
+    for runner in (saved, tflite, load_runner(trained_synthetic_run / "model.keras")):
+        assert np.allclose(runner(val_faces), expected, atol=1e-4), runner
+    int8 = load_runner(exported_synthetic_run / "model_int8.tflite")
+    assert np.mean(int8(val_faces).argmax(1) == expected.argmax(1)) >= 0.95
+
+
+def test_finds_the_face_in_a_real_photo(trained_synthetic_run, exported_synthetic_run):
+    for model in (exported_synthetic_run / "model_int8.tflite", trained_synthetic_run):
+        [result] = predict([GRACE_HOPPER], model=model)
+        assert (result.width, result.height, result.crop) == (512, 600, False)
+        [face] = result.faces
+        x, y, w, h = face.box
+        assert 130 < x < 180 and 80 < y < 130 and 180 < w < 260 and w == h, face.box
+        assert face.label in CLASS_NAMES and face.score == face.probabilities.max()
+        assert abs(face.probabilities.sum() - 1) < 0.02
+        record = face.to_dict()
+        assert record["box"] == {"x": x, "y": y, "width": w, "height": h}
+        assert list(record["probabilities"]) == list(CLASS_NAMES)
+
+
+def test_a_picture_without_a_face_says_so(exported_synthetic_run, no_face_png):
+    [result] = predict([no_face_png], model=exported_synthetic_run / "model_int8.tflite")
+    assert result.faces == [] and not result.crop
+    assert "no face found" in format_table([result])
+
+
+def test_a_48x48_crop_is_classified_as_it_is(exported_synthetic_run, val_faces, tmp_path):
+    Image.fromarray(val_faces[0]).save(tmp_path / "face.png")
+    model = exported_synthetic_run / "model_float32.tflite"
+    [result] = predict([tmp_path / "face.png"], model=model)
+    assert result.crop and len(result.faces) == 1 and result.faces[0].box == (0, 0, 48, 48)
+    assert np.allclose(result.faces[0].probabilities, TFLiteRunner(model)(val_faces[:1])[0], atol=1e-6)
+    # --no-detect: a whole photo is one face crop, resized to 48x48
+    [whole] = predict([GRACE_HOPPER], model=model, detect=False)
+    assert whole.crop and whole.faces[0].box == (0, 0, 512, 600)
+
+
+def test_a_folder_is_predicted_in_batches_one_record_per_image(exported_synthetic_run, val_faces,
+                                                               tmp_path, no_face_png):
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(val_faces[i]).save(folder / f"crop{i}.png")
+    (folder / "more" / "grace.jpg").write_bytes(open(GRACE_HOPPER, "rb").read())
+    (folder / "notes.txt").write_text("not an image")
+    results = predict([folder, no_face_png], model=exported_synthetic_run / "model_int8.tflite")
+    names = [r.path.name for r in results]
+    assert names == ["crop0.png", "crop1.png", "crop2.png", "grace.jpg", "sky.png"]
+    assert [len(r.faces) for r in results] == [1, 1, 1, 1, 0]
+    expected = TFLiteRunner(exported_synthetic_run / "model_int8.tflite")(val_faces[:3])
+    for result, probs in zip(results[:3], expected, strict=True):
+        assert np.allclose(result.faces[0].probabilities, probs)
+
+
+def test_annotate_draws_boxes_and_labels(exported_synthetic_run, tmp_path, no_face_png):
+    out = tmp_path / "annotated.png"  # lossless, so the drawn pixels can be checked exactly
+    [result] = predict([GRACE_HOPPER], model=exported_synthetic_run / "model_int8.tflite",
+                       annotate=out)
+    assert result.annotated == out
+    drawn, original = read_image(out).astype(int), read_image(GRACE_HOPPER).astype(int)
+    assert drawn.shape == original.shape
+    x, y, w, h = result.faces[0].box
+    assert drawn[y + h // 2, x].tolist() == [0, 255, 0]  # the box's left side
+    assert drawn[y + h // 2, x + 10].tolist() == original[y + h // 2, x + 10].tolist()
+    assert np.abs(drawn - original)[y + h + 40:].mean() < 3  # below the box: the photo as it was
+    # several images: a folder of annotated copies
+    results = predict([GRACE_HOPPER, no_face_png], model=exported_synthetic_run / "model_int8.tflite",
+                      annotate=tmp_path / "drawn")
+    assert [r.annotated.name for r in results] == ["grace_hopper.jpg", "sky.jpg"]
+    assert all(r.annotated.is_file() for r in results)
+
+
+def test_bad_inputs_name_the_file_and_the_problem(exported_synthetic_run, tmp_path):
+    model = exported_synthetic_run / "model_int8.tflite"
+    with pytest.raises(FerkerasError, match="missing.jpg: no such image file or folder"):
+        predict([tmp_path / "missing.jpg"], model=model)
+    (tmp_path / "fake.jpg").write_text("not a picture")
+    with pytest.raises(FerkerasError, match="fake.jpg: not an image file"):
+        predict([tmp_path / "fake.jpg"], model=model)
+    (tmp_path / "fake.tflite").write_text("not a model")
+    with pytest.raises(FerkerasError, match="fake.tflite: not a TFLite model"):
+        load_runner(tmp_path / "fake.tflite")
+    (tmp_path / "fake.keras").write_text("not a model")
+    with pytest.raises(FerkerasError, match="fake.keras: not a loadable Keras model"):
+        load_runner(tmp_path / "fake.keras")
+    with pytest.raises(FerkerasError, match="fake.jpg: not a model"):
+        load_runner(tmp_path / "fake.jpg")
+    with pytest.raises(FerkerasError, match="no such model file"):
+        load_runner(tmp_path / "absent.tflite")
+
+
+def test_a_model_with_the_wrong_input_shape_is_refused(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(7, activation="softmax")])
+    model.export(str(tmp_path / "sm"), verbose=False)
+    (tmp_path / "big.tflite").write_bytes(
+        tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm")).convert())
+    with pytest.raises(FerkerasError, match=r"big.tflite: model input is \(64, 64, 1\), expected "
+                                            r"\(48, 48, 1\)"):
+        load_runner(tmp_path / "big.tflite")
+    with pytest.raises(FerkerasError, match=r"sm: model input is \(64, 64, 1\)"):
+        load_runner(tmp_path / "sm")
+
+
+def test_predict_cli_end_to_end(exported_synthetic_run, tmp_path, no_face_png):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    model = str(exported_synthetic_run / "model_int8.tflite")
+
+    def run(*args):
+        return subprocess.run([*FERKERAS, "predict", *args], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=300)
+
+    result = run(GRACE_HOPPER, str(no_face_png), "--model", model, "--json", "--annotate", "drawn")
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert [len(r["faces"]) for r in records] == [1, 0]
+    face = records[0]["faces"][0]
+    assert set(face) == {"box", "label", "score", "probabilities"} and face["label"] in CLASS_NAMES
+    assert (tmp_path / "drawn" / "grace_hopper.jpg").is_file()
+
+    table = run(GRACE_HOPPER, str(no_face_png), "--model", model)
+    assert table.returncode == 0 and table.stderr == ""
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["image", "face", "box"]
+    assert "155," in lines[1] and face["label"] in lines[1]
+    assert "sky.png" in lines[2] and "no face found" in lines[2]
+
+    missing = run("missing.jpg", "--model", model)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "Error: missing.jpg: no such image file or folder"
