@@ -5,11 +5,13 @@ No TensorFlow here, so the CLI can build its help and check flags before the slo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,11 +112,21 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write text through a temporary file in the same folder and os.replace."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside path to write; rename it over path only if all went well.
+
+    A kill at any moment leaves the previous file whole (at worst a stray hidden .tmp file).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:

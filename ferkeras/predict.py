@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ferkeras.config import find_model
+from ferkeras.config import atomic_path, find_model
 from ferkeras.data import CLASS_NAMES, IMAGE_SIZE
 from ferkeras.errors import FerkerasError
 
@@ -472,15 +472,8 @@ def save_annotated(result: ImageResult, path: str | os.PathLike) -> Path:
     if fmt is None:
         raise FerkerasError(f"--annotate {path}: unknown image type {path.suffix!r} (use .jpg or .png)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
     return path
 
 

@@ -10,7 +10,6 @@ tf-keras-vis'; the model takes raw 0-255 gray pixels, so gradients are with resp
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ferkeras.config import atomic_path
 from ferkeras.data import CLASS_NAMES, IMAGE_SIZE
 from ferkeras.errors import FerkerasError
 
@@ -35,15 +35,8 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Save a figure as PNG through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: the real FER2013 beside the repo (skipped with a reason where absent)."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,14 @@ def fer2013_dir() -> Path:
         pytest.skip(f"FER2013 not found at {FER2013_DIR} (set FER2013_DIR, or place the "
                     "Kaggle folders at ../shared/datasets/fer2013): real-data test skipped")
     return FER2013_DIR
+
+
+def run_main(args, monkeypatch, capsys):
+    """Run the console entry point in-process: (exit code, stdout, stderr)."""
+    from ferkeras.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["ferkeras", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err

@@ -1,10 +1,10 @@
 """Evaluation: metrics against scikit-learn, the generated analysis, and `ferkeras evaluate`."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_main
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ferkeras.data import CLASS_NAMES
@@ -17,17 +17,6 @@ from ferkeras.evaluate import (
     predict,
     row_normalize,
 )
-
-
-def run_main(args, monkeypatch, capsys):
-    """Run the console entry point in-process: (exit code, stdout, stderr)."""
-    from ferkeras.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["ferkeras", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def confused_predictions(seed=0, n=700):

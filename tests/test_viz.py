@@ -1,25 +1,14 @@
 """Saliency maps, filter images and the `ferkeras viz` commands, checked by their numbers."""
 
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_main
 
 from ferkeras import viz
 from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import load_source, predict
 from ferkeras.model import build_model, load_model
-
-
-def run_main(args, monkeypatch, capsys):
-    """Run the console entry point in-process: (exit code, stdout, stderr)."""
-    from ferkeras.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["ferkeras", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 @pytest.fixture(scope="module")
