@@ -69,6 +69,9 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
         out_dir = model_path.parent / f"{model_path.stem}_viz"
     same_data = data is None or data == options.get("data")
     source = options.get("data") if data is None else data
+    if run_dir is not None and not same_data:
+        # Results on other data go to a folder of their own, never over the run's own ones.
+        out_dir = run_dir / "viz" / (Path(str(source)).name.replace(":", "_") or "data")
     dataset = load_dataset(source)
     val_option = options.get("val_split", "auto") if same_data else "auto"
     seed = int(options.get("seed", 0))

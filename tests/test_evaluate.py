@@ -129,6 +129,9 @@ def test_source_on_another_split_and_bad_requests(trained_synthetic_run, tmp_pat
     with pytest.raises(FerkerasError, match="bare model file .* give --data"):
         load_source(str(bare))
     assert load_source(str(bare), data="synthetic:280").out_dir == tmp_path / "model_viz"
+    # Other data than the run's own: its results must not replace those of the run's data.
+    assert load_source(str(run)).out_dir == run / "viz"
+    assert load_source(str(run), data="synthetic:280").out_dir == run / "viz" / "synthetic_280"
     with pytest.raises(FerkerasError, match="run 'nosuch' not found"):
         load_source("nosuch", runs_dir=str(run.parent))
 
