@@ -171,6 +171,24 @@ def find_run(run: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs"
     raise FerkerasError(f"run '{run}' not found (no config.json in {run} or {runs_dir / run}){hint}")
 
 
+def read_run_config(run_dir: str | os.PathLike) -> dict:
+    """A run's config.json (its options, data, epochs, versions), or a one-line error."""
+    config_file = Path(run_dir) / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as e:
+        raise FerkerasError(f"{config_file}: cannot read the run's config ({e})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("options"), dict):
+        raise FerkerasError(f"{config_file}: not a ferkeras run config (no options)")
+    return config
+
+
+def run_of_model(model_path: str | os.PathLike) -> Path | None:
+    """The run folder that a model file sits in (config.json beside it), or None for a bare file."""
+    parent = Path(model_path).parent
+    return parent if (parent / "config.json").is_file() else None
+
+
 def find_model(ref: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs") -> Path:
     """Resolve a model given as a .keras file, a run (its best model.keras), or None (latest run)."""
     if ref is not None and str(ref).endswith(".keras"):

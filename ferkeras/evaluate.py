@@ -9,7 +9,6 @@ and confusion_matrix_<split>.png. The training run's own metrics.json is never t
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkeras.config import find_model, write_json_atomic, write_text_atomic
+from ferkeras.config import (
+    find_model,
+    read_run_config,
+    run_of_model,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ferkeras.data import CLASS_NAMES, Split, load_dataset, train_val_splits
 from ferkeras.errors import FerkerasError
 
@@ -57,10 +62,10 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
     """
     model_path = find_model(run, runs_dir)
     # A run's model.keras, or a .keras file inside a run folder (last.keras): the run's config.
-    run_dir = model_path.parent if (model_path.parent / "config.json").is_file() else None
+    run_dir = run_of_model(model_path)
     options: dict = {}
     if run_dir is not None:
-        options = json.loads((run_dir / "config.json").read_text())["options"]
+        options = read_run_config(run_dir)["options"]
         out_dir = run_dir / "viz"
     else:
         if data is None:

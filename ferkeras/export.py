@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import ferkeras
-from ferkeras.config import find_model, write_json_atomic
+from ferkeras.config import find_model, read_run_config, run_of_model, write_json_atomic
 from ferkeras.data import CLASS_NAMES, Split, load_dataset, train_val_splits
 from ferkeras.errors import FerkerasError
 from ferkeras.model import load_model
@@ -214,11 +214,7 @@ class ExportResult:
 
 def run_splits(run_dir: str | os.PathLike) -> tuple[Split, Split]:
     """(train, validation) of a run, as its config.json made them: same data, split and seed."""
-    config_file = Path(run_dir) / "config.json"
-    try:
-        options = json.loads(config_file.read_text())["options"]
-    except (OSError, ValueError, KeyError) as e:
-        raise FerkerasError(f"{config_file}: cannot read the run's options ({e})") from None
+    options = read_run_config(run_dir)["options"]
     dataset = load_dataset(options.get("data"))
     return train_val_splits(dataset, options.get("val_split", "auto"), options.get("seed", 0))
 
@@ -229,7 +225,7 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
     """Export a run's best model (or a .keras file) as SavedModel and TFLite, checking parity."""
     formats = select_formats(tflite, quantize)
     model_path = find_model(run, runs_dir)
-    run_dir = model_path.parent if (model_path.parent / "config.json").is_file() else None
+    run_dir = run_of_model(model_path)
     needs_data = verify or any(f.full_int8 for f in formats)
     if needs_data and run_dir is None:
         raise FerkerasError(f"{model_path} is not in a run folder, so there are no training images "
@@ -241,7 +237,7 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
     train_split, val_split = run_splits(run_dir) if needs_data else (None, None)
     representative = None
     if any(f.full_int8 for f in formats):
-        seed = json.loads((run_dir / "config.json").read_text())["options"].get("seed", 0)
+        seed = read_run_config(run_dir)["options"].get("seed", 0)
         pick = np.random.default_rng(seed).choice(len(train_split), min(REPRESENTATIVE_IMAGES,
                                                                         len(train_split)), replace=False)
         representative = train_split.images[np.sort(pick)]
@@ -291,7 +287,7 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
 
 def _metadata(model_path: Path, run_dir: Path | None, artifacts: list[Artifact],
               val_split: Split | None, representative: np.ndarray | None) -> dict:
-    options = json.loads((run_dir / "config.json").read_text())["options"] if run_dir else {}
+    options = read_run_config(run_dir)["options"] if run_dir else {}
     keras_accuracy = next((a.parity.keras_accuracy for a in artifacts if a.parity), None)
     return {
         "labels": list(CLASS_NAMES),

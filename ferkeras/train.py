@@ -27,6 +27,7 @@ from ferkeras.config import (
     TrainConfig,
     find_run,
     new_run_dir,
+    read_run_config,
     write_json_atomic,
     write_text_atomic,
 )
@@ -209,7 +210,7 @@ def resume(run: str, epochs: int | None = None, runs_dir: str = "runs",
            echo: Echo = print) -> Path:
     """Continue an interrupted run where it stopped; epochs may change the planned total."""
     run_dir = find_run(run, runs_dir)
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_run_config(run_dir)
     config = TrainConfig.from_dict(saved["options"], source=str(run_dir / "config.json"))
     planned = saved["epochs"]
     done = len(read_history(run_dir))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ferkeras.config import atomic_path
+from ferkeras.config import atomic_path, run_of_model
 from ferkeras.data import CLASS_NAMES, IMAGE_SIZE
 from ferkeras.errors import FerkerasError
 
@@ -682,7 +682,7 @@ def explain_saliency(run: str | None = None, n: int = 5, seed: int = 0,
         from ferkeras.config import find_model
 
         model_path = find_model(run, runs_dir)
-        run_dir = model_path.parent if (model_path.parent / "config.json").is_file() else None
+        run_dir = run_of_model(model_path)
         default_out = run_dir / "viz" if run_dir else model_path.parent / f"{model_path.stem}_viz"
         images, labels = read_image_files(image_files)
         captions = [Path(p).name for p in image_files]

@@ -9,6 +9,8 @@ from ferkeras.config import (
     find_model,
     find_run,
     new_run_dir,
+    read_run_config,
+    run_of_model,
     write_json_atomic,
     write_text_atomic,
 )
@@ -67,3 +69,17 @@ def test_atomic_json_write_keeps_the_old_file_on_failure(tmp_path):
         write_text_atomic(path, "half\ud800")
     assert json.loads(path.read_text()) == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["h.json"]
+
+
+def test_run_config_and_the_run_of_a_model(tmp_path):
+    run = new_run_dir(tmp_path, "r")
+    assert run_of_model(run / "model.keras") is None  # no config.json yet: a bare file
+    (run / "config.json").write_text("{broken")
+    with pytest.raises(FerkerasError, match="config.json: cannot read"):
+        read_run_config(run)
+    write_json_atomic(run / "config.json", {"epochs": 3})
+    with pytest.raises(FerkerasError, match="not a ferkeras run config"):
+        read_run_config(run)
+    write_json_atomic(run / "config.json", {"options": {"seed": 1}})
+    assert read_run_config(run)["options"] == {"seed": 1}
+    assert run_of_model(run / "model.keras") == run
