@@ -6,14 +6,13 @@ import contextlib
 import dataclasses
 import os
 import sys
-import tempfile
 import typing
 
 import click
 
 import ferkeras
 from ferkeras.config import TrainConfig
-from ferkeras.errors import FerkerasError
+from ferkeras.errors import FerkerasError, quiet_stderr
 
 # Options that `train --resume` may change; the rest come from the run's config.json.
 RESUME_OVERRIDES = ("epochs", "runs_dir")
@@ -21,25 +20,12 @@ RESUME_OVERRIDES = ("epochs", "runs_dir")
 
 @contextlib.contextmanager
 def quiet_tensorflow_startup():
-    """Hide TensorFlow's C++ start-up lines (oneDNN notice, CUDA probing); show them on failure.
+    """Import TensorFlow and probe its devices with their C++ log lines (oneDNN notice, CUDA
+    probing) hidden; they are written to file descriptor 2 before any Python setting applies."""
+    with quiet_stderr():
+        import tensorflow as tf
 
-    They are written to file descriptor 2 before any Python logging setting applies.
-    """
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the CUDA probe logs here, once
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read())
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        tf.config.list_physical_devices()
     yield
 
 

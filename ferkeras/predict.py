@@ -8,12 +8,9 @@ probabilities (N, 7) out. TensorFlow is imported only for Keras and SavedModel m
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ferkeras.config import atomic_path, find_model
 from ferkeras.data import CLASS_NAMES, IMAGE_SIZE
-from ferkeras.errors import FerkerasError
+from ferkeras.errors import FerkerasError, quiet_stderr
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 FACE_CASCADE = "haarcascade_frontalface_default.xml"  # the frontal-face cascade OpenCV ships
@@ -228,27 +225,6 @@ def _as_batch(faces: np.ndarray) -> np.ndarray:
     if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
         raise FerkerasError(f"faces must be (N, 48, 48) or (N, 48, 48, 1), got {x.shape}")
     return x.astype(np.float32)
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """Hide C++ log lines that TFLite writes to file descriptor 2 (delegate and converter notices).
-
-    What was written is shown if the block raises, so a real error is never lost.
-    """
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _first_line(e: Exception) -> str:
