@@ -75,6 +75,16 @@ class Dataset:
         return {"source": self.source, "format": self.format, "splits": splits}
 
 
+def as_batch(images: np.ndarray) -> np.ndarray:
+    """uint8 or float faces (N, 48, 48[, 1]) -> the models' input: float32 (N, 48, 48, 1), 0..255."""
+    batch = np.asarray(images, dtype=np.float32)
+    if batch.ndim == 3:
+        batch = batch[..., None]
+    if batch.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
+        raise FerkerasError(f"images must be (N, 48, 48) or (N, 48, 48, 1), got {batch.shape}")
+    return batch
+
+
 def load_dataset(path: str | os.PathLike | None = None) -> Dataset:
     """Load a CSV file or image folder as a Dataset; None, "synthetic" or "synthetic:N" generates faces."""
     if path is None or str(path).split(":")[0] == "synthetic":

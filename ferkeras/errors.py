@@ -12,6 +12,12 @@ class FerkerasError(Exception):
     """A user-facing problem (bad file, bad flag): the message names what and where."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type name): fits a one-line error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
     """Hide C++ log lines written to file descriptor 2 (TensorFlow start-up, TFLite notices).

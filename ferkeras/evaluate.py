@@ -23,7 +23,7 @@ from ferkeras.config import (
     write_json_atomic,
     write_text_atomic,
 )
-from ferkeras.data import CLASS_NAMES, Split, load_dataset, train_val_splits
+from ferkeras.data import CLASS_NAMES, Split, as_batch, load_dataset, train_val_splits
 from ferkeras.errors import FerkerasError
 
 EVAL_BATCH_SIZE = 512
@@ -99,7 +99,7 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
 def predict(model, images: np.ndarray, tta: bool = False,
             batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Class probabilities (N, 7) for uint8 images (N, 48, 48); tta averages with the mirror image."""
-    x = np.asarray(images, dtype=np.float32).reshape(-1, 48, 48, 1)
+    x = as_batch(images)
     probs = model.predict(x, batch_size=batch_size, verbose=0)
     if tta:
         # Expressions are left-right symmetric, so the mirrored face is a second, free opinion.

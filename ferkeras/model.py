@@ -12,7 +12,7 @@ import os
 import keras
 from keras import layers
 
-from ferkeras.errors import FerkerasError
+from ferkeras.errors import FerkerasError, first_line
 
 IMAGE_SHAPE = (48, 48, 1)
 NUM_CLASSES = 7
@@ -70,8 +70,7 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as e:  # Keras raises many types for a bad file; the user needs one line
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FerkerasError(f"{path}: not a loadable Keras model ({first_line})") from None
+        raise FerkerasError(f"{path}: not a loadable Keras model ({first_line(e)})") from None
     shape = tuple(model.input_shape[1:])
     if shape[:2] != IMAGE_SHAPE[:2]:
         raise FerkerasError(f"{path}: model input is {shape}, expected 48x48 images")

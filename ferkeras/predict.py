@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ferkeras.config import atomic_path, find_model
-from ferkeras.data import CLASS_NAMES, IMAGE_SIZE
-from ferkeras.errors import FerkerasError, quiet_stderr
+from ferkeras.data import CLASS_NAMES, IMAGE_SIZE, as_batch
+from ferkeras.errors import FerkerasError, first_line, quiet_stderr
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 FACE_CASCADE = "haarcascade_frontalface_default.xml"  # the frontal-face cascade OpenCV ships
@@ -43,7 +43,7 @@ class Runner:
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities (N, 7), float32, for faces (N, 48, 48) or (N, 48, 48, 1) of 0-255 pixels."""
-        x = _as_batch(faces)
+        x = as_batch(faces)
         if not len(x):
             return np.zeros((0, len(self.labels)), np.float32)
         return np.concatenate([self._run(x[i:i + BATCH_SIZE]) for i in range(0, len(x), BATCH_SIZE)])
@@ -85,7 +85,7 @@ class SavedModelRunner(Runner):
             self.serve = loaded.serve if hasattr(loaded, "serve") else loaded.signatures["serving_default"]
             spec = self.serve.input_signature[0] if self.serve.input_signature else None
         except Exception as e:  # TF raises many types for a bad folder; the user needs one line
-            raise FerkerasError(f"{path}: not a loadable SavedModel ({_first_line(e)})") from None
+            raise FerkerasError(f"{path}: not a loadable SavedModel ({first_line(e)})") from None
         self._loaded = loaded  # keeps the variables alive
         if spec is not None:
             _check_shapes(path, tuple(spec.shape[1:]), None)
@@ -146,7 +146,7 @@ class TFLiteRunner(Runner):
             with quiet_stderr():
                 self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         except Exception as e:  # a file that is not a TFLite flatbuffer
-            raise FerkerasError(f"{path}: not a TFLite model ({_first_line(e)})") from None
+            raise FerkerasError(f"{path}: not a TFLite model ({first_line(e)})") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise FerkerasError(f"{path}: expected one input and one output, got {len(inputs)} "
@@ -216,20 +216,6 @@ def _labels_beside(path: Path) -> tuple[str, ...]:
         return tuple(labels) if len(labels) == len(CLASS_NAMES) else CLASS_NAMES
     except (OSError, ValueError, KeyError, TypeError):
         return CLASS_NAMES
-
-
-def _as_batch(faces: np.ndarray) -> np.ndarray:
-    x = np.asarray(faces)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
-        raise FerkerasError(f"faces must be (N, 48, 48) or (N, 48, 48, 1), got {x.shape}")
-    return x.astype(np.float32)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 # ---------------------------------------------------------------------------- images and faces

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ferkeras.config import atomic_path, run_of_model
-from ferkeras.data import CLASS_NAMES, IMAGE_SIZE
+from ferkeras.data import CLASS_NAMES, IMAGE_SIZE, as_batch
 from ferkeras.errors import FerkerasError
 
 if TYPE_CHECKING:
@@ -126,16 +126,6 @@ def confusion_figure(counts: np.ndarray, class_names: Sequence[str] = CLASS_NAME
 
 # ---------------------------------------------------------------------------- saliency
 
-def _as_batch(images: np.ndarray) -> np.ndarray:
-    """uint8 or float images (N, 48, 48[, 1]) -> float32 (N, 48, 48, 1) in 0..255."""
-    x = np.asarray(images, dtype=np.float32)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
-        raise FerkerasError(f"images must be (N, 48, 48) or (N, 48, 48, 1), got {x.shape}")
-    return x
-
-
 def _functional(model):
     """A functional view of the model: tf-keras-vis reads model.output_names, which Keras 3
     gives functional models only (a Sequential fails in ReplaceToLinear)."""
@@ -158,7 +148,7 @@ def vanilla_saliency(model, images: np.ndarray, classes: Sequence[int]) -> np.nd
     from tf_keras_vis.utils.scores import CategoricalScore
 
     saliency = _linear_score_visualizer(Saliency, model)
-    return np.asarray(saliency(CategoricalScore(list(classes)), _as_batch(images)), np.float32)
+    return np.asarray(saliency(CategoricalScore(list(classes)), as_batch(images)), np.float32)
 
 
 def smoothgrad(model, images: np.ndarray, classes: Sequence[int], samples: int = 50,
@@ -170,7 +160,7 @@ def smoothgrad(model, images: np.ndarray, classes: Sequence[int], samples: int =
     saliency = _linear_score_visualizer(Saliency, model)
     # As in the paper, the signed gradients are averaged and the absolute value taken after:
     # pixel-level gradient noise cancels. (tf-keras-vis' default, abs before averaging, keeps it.)
-    grads = saliency(CategoricalScore(list(classes)), _as_batch(images), smooth_samples=samples,
+    grads = saliency(CategoricalScore(list(classes)), as_batch(images), smooth_samples=samples,
                      smooth_noise=noise, gradient_modifier=None, keepdims=True, normalize_map=False)
     return np.abs(np.asarray(grads, np.float32))[..., 0]
 
@@ -183,7 +173,7 @@ def gradcam_plus_plus(model, images: np.ndarray, classes: Sequence[int],
 
     cam = _linear_score_visualizer(GradcamPlusPlus, model)
     layer = layer or cam_layer(model)
-    return np.asarray(cam(CategoricalScore(list(classes)), _as_batch(images), penultimate_layer=layer,
+    return np.asarray(cam(CategoricalScore(list(classes)), as_batch(images), penultimate_layer=layer,
                           seek_penultimate_conv_layer=False), np.float32)
 
 
@@ -200,7 +190,7 @@ def scorecam(model, images: np.ndarray, classes: Sequence[int], layer: str | Non
     interactive = keras.config.is_interactive_logging_enabled()
     keras.config.disable_interactive_logging()  # Scorecam calls predict() with its progress bar
     try:
-        maps = cam(CategoricalScore(list(classes)), _as_batch(images), penultimate_layer=layer,
+        maps = cam(CategoricalScore(list(classes)), as_batch(images), penultimate_layer=layer,
                    seek_penultimate_conv_layer=False)
     finally:
         if interactive:
@@ -484,7 +474,7 @@ def filter_responses(model, images: np.ndarray, layer: str = "conv4",
 
     target = response_layer(model, layer)
     probe = keras.Model(model.inputs, model.get_layer(target).output)
-    responses = probe.predict(_as_batch(images), batch_size=batch_size, verbose=0)
+    responses = probe.predict(as_batch(images), batch_size=batch_size, verbose=0)
     return np.maximum(responses, 0.0)  # what the next layer sees after ReLU
 
 
