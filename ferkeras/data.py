@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ferkeras.config import atomic_path
 from ferkeras.errors import FerkerasError
 
 CLASS_NAMES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -444,15 +444,8 @@ def _write_cache(cache_file: Path, fmt: str, splits: dict[str, Split]) -> None:
             arrays[f"labels_{i}"] = split.labels
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=cache_file.parent, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.chmod(temp, 0o644)  # mkstemp makes it private; a cache is not a secret
-            os.replace(temp, cache_file)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
+        with atomic_path(cache_file) as temp, open(temp, "wb") as handle:
+            np.savez(handle, **arrays)  # a handle: given a path, savez would append ".npz"
         # the data changed since older caches of this source were written: drop them
         source_id = cache_file.name.split("-")[0]
         for stale in cache_file.parent.glob(f"{source_id}-*.npz"):
