@@ -54,23 +54,28 @@ def cli() -> None:
 
 @cli.command()
 @config_options
+@click.option("--recipe", metavar="NAME|FILE.json", help="start from a named recipe (fer2013: the "
+              "measured best for FER2013) or a JSON file of options; flags given override it")
 @click.option("--resume", metavar="RUN", help="continue an interrupted run (name or folder); "
               "only --epochs may change")
-def train(resume: str | None, **options) -> None:
+def train(recipe: str | None, resume: str | None, **options) -> None:
     """Train the CNN; each run gets its own folder under runs/."""
     with quiet_tensorflow_startup():
         from ferkeras import train as training
 
+    ctx = click.get_current_context()
+    given = {name: value for name, value in options.items()
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     if resume:
-        ctx = click.get_current_context()
-        changed = [name for name in options if name not in RESUME_OVERRIDES
-                   and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-        if changed:
-            flags = ", ".join("--" + n.replace("_", "-") for n in changed)
+        changed = [name for name in given if name not in RESUME_OVERRIDES]
+        if changed or recipe:
+            flags = ", ".join("--" + n.replace("_", "-") for n in changed + ["recipe"] * bool(recipe))
             raise FerkerasError(f"--resume: {flags} cannot change when resuming "
                                 f"(the run's config.json holds them); only --epochs can")
         training.resume(resume, epochs=options["epochs"], runs_dir=options["runs_dir"],
                         echo=click.echo)
+    elif recipe:
+        training.train(TrainConfig.from_recipe(recipe, given), echo=click.echo)
     else:
         training.train(TrainConfig.from_dict(options), echo=click.echo)
 
@@ -112,8 +117,10 @@ def source_options(command):
 @cli.command()
 @source_options
 @click.option("--tta", is_flag=True, help="also test-time augmentation (mean with the mirror image)")
+@click.option("--skip-bad", is_flag=True,
+              help=TrainConfig.__dataclass_fields__["skip_bad"].metadata["help"])
 def evaluate(run: str | None, data: str | None, split: str | None, out: str | None, runs_dir: str,
-             tta: bool) -> None:
+             tta: bool, skip_bad: bool) -> None:
     """Accuracy, per-class F1, confusion matrix.
 
     Of RUN (a run name or folder, or a .keras file; default: the latest run), on its validation
@@ -123,7 +130,7 @@ def evaluate(run: str | None, data: str | None, split: str | None, out: str | No
         from ferkeras import evaluate as evaluation
 
     evaluation.evaluate(run, data=data, split=split, tta=tta, out=out, runs_dir=runs_dir,
-                        echo=click.echo)
+                        echo=click.echo, skip_bad=skip_bad)
 
 
 @cli.group()
@@ -204,6 +211,53 @@ def viz_filters(run, data, split, out, runs_dir, layer, filters, top_k, steps, o
     click.echo("Wrote " + ", ".join(str(p) for p in paths))
 
 
+@cli.command()
+@click.argument("run", required=False)
+@click.option("--format", "formats", type=click.Choice(["html", "md", "both"]), default="both",
+              show_default=True, help="RUN/report.html (self-contained), RUN/report.md, or both")
+@click.option("--filters", default="0-23", show_default=True,
+              help="filters of the last conv layer shown: all, 0-15, 0,5,7")
+@click.option("--steps", type=int, default=256, show_default=True,
+              help="activation-maximization steps")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of the saliency images, the ascent's starting noise and the gradient checks")
+@click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
+def report(run: str | None, formats: str, filters: str, steps: int, seed: int, runs_dir: str) -> None:
+    """The reference's six questions answered, as a report.
+
+    From RUN (default: the latest run): architecture, history, confusion matrix, saliency
+    maps, filters and the gradient math, as one HTML page with its figures embedded and a
+    Markdown twin; figures in RUN/report/.
+    """
+    with quiet_tensorflow_startup():
+        from ferkeras import report as reporting
+
+    if steps < 1:
+        raise FerkerasError(f"--steps {steps}: must be at least 1")
+    settings = reporting.ReportSettings(filters=filters, steps=steps, seed=seed)
+    reporting.build_report(run, runs_dir, settings,
+                           formats=reporting.FORMATS if formats == "both" else (formats,),
+                           echo=click.echo, progress=sys.stdout.isatty())
+
+
+@cli.command()
+@click.option("--trials", type=int, default=20, show_default=True, help="random inputs per check")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the random inputs")
+def gradcheck(trials: int, seed: int) -> None:
+    """Check the math's gradients against TensorFlow.
+
+    The NumPy batch-norm and softmax + cross-entropy gradients against tf.GradientTape in
+    float64: prints each one's largest relative error; exit code 1 when any is 1e-6 or more.
+    """
+    with quiet_tensorflow_startup():
+        from ferkeras import gradients
+
+    result = gradients.gradcheck(trials, seed)
+    click.echo(gradients.format_gradcheck(result))
+    if not result.passed:  # an error at or above the tolerance exits 1, as a failing test does
+        click.get_current_context().exit(1)
+
+
 @cli.command("export")
 @click.argument("run", required=False)
 @click.option("--tflite", is_flag=True, help="also TFLite, converted from the SavedModel "
@@ -212,7 +266,8 @@ def viz_filters(run, data, split, out, runs_dir, layer, filters, top_k, steps, o
               help="TFLite variants, repeated or comma-separated (implies --tflite)")
 @click.option("--out", default="exported", show_default=True, type=click.Path(file_okay=False),
               help="export folder")
-@click.option("--no-verify", is_flag=True, help="skip the parity check against the Keras model")
+@click.option("--no-verify", is_flag=True, help="export even if parity with the Keras model misses "
+              "its bar (the figures are still measured and recorded)")
 @click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
 def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out: str,
                    no_verify: bool, runs_dir: str) -> None:
@@ -222,7 +277,7 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
 
     result = exporting.export(run, out, tflite=tflite, quantize=quantize, verify=not no_verify,
                               runs_dir=runs_dir, echo=click.echo)
-    if not result.passed:  # exit code 1, as for a failed test; 2 stays for bad input
+    if result.rejected:  # exit code 1, as for a failed test; 2 stays for bad input
         click.echo(f"Error: parity check failed: {'; '.join(result.failures)} "
                    f"(kept in {result.rejected}/; --no-verify exports anyway)", err=True)
         click.get_current_context().exit(1)
@@ -266,5 +321,8 @@ def main() -> None:
         sys.exit(e.exit_code)
     except FerkerasError as e:
         click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
+    except OSError as e:  # what no module turned into a FerkerasError: an unwritable --out, say
+        click.echo(f"Error: {e.filename}: {e.strerror}" if e.filename else f"Error: {e}", err=True)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

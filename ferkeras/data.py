@@ -4,7 +4,8 @@ Layouts: the original fer2013.csv (emotion,pixels,Usage), the course-homework CS
 (label,feature and unlabeled id,feature), Kaggle-style image folders (split/class/*.jpg or
 class/*.jpg), and generated synthetic faces. Decoded real data is cached as .npz under
 cache_dir(), keyed by the files' paths, sizes and mtimes. Every bad input raises
-FerkerasError naming the file (and 1-based line for CSVs).
+FerkerasError naming the file (and 1-based line for CSVs); with skip_bad, bad rows, unreadable
+images and empty class folders are passed over instead and listed in Dataset.skipped.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,15 @@ class Dataset:
     source: str
     format: str
     splits: dict[str, Split]
+    skipped: list[str] = field(default_factory=list)  # what skip_bad passed over, one line each
+
+    def skip_report(self) -> str:
+        """One line: how many bad rows or files skip_bad passed over, and the first; "" if none."""
+        if not self.skipped:
+            return ""
+        count = len(self.skipped)
+        nouns = ("row", "rows") if self.format.endswith("csv") else ("file or folder", "files or folders")
+        return f"--skip-bad: skipped {count} bad {nouns[count != 1]} (first: {self.skipped[0]})"
 
     def describe(self) -> dict:
         """A JSON-able summary: source, format, and images and class counts per split."""
@@ -85,17 +96,24 @@ def as_batch(images: np.ndarray) -> np.ndarray:
     return batch
 
 
-def load_dataset(path: str | os.PathLike | None = None) -> Dataset:
-    """Load a CSV file or image folder as a Dataset; None, "synthetic" or "synthetic:N" generates faces."""
+def load_dataset(path: str | os.PathLike | None = None, skip_bad: bool = False) -> Dataset:
+    """Load a CSV file or image folder as a Dataset; None, "synthetic" or "synthetic:N" generates faces.
+
+    skip_bad: pass over bad CSV rows, unreadable images and empty class folders (listed in
+    Dataset.skipped) rather than stop at the first.
+    """
     if path is None or str(path).split(":")[0] == "synthetic":
         return _load_synthetic(str(path or "synthetic"))
     root = Path(path).expanduser()
     if not root.exists():
         raise FerkerasError(f"{root}: no such file or folder")
+    skipped: list[str] | None = [] if skip_bad else None
     try:
-        return _load_path(root.resolve())
+        dataset = _load_path(root.resolve(), skipped)
     except OSError as exc:  # listing or stat failed: unreadable folder, dangling link
         raise FerkerasError(f"{exc.filename or root}: cannot read: {exc.strerror or exc}") from None
+    dataset.skipped = skipped or []
+    return dataset
 
 
 def train_val_splits(dataset: Dataset, val: str = "auto", seed: int = 0) -> tuple[Split, Split]:
@@ -134,15 +152,18 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "ferkeras"
 
 
-def _load_path(root: Path) -> Dataset:
-    """A folder's CSVs (fer2013.csv, else train.csv/test.csv) or image folders, or one CSV."""
+def _load_path(root: Path, skipped: list[str] | None) -> Dataset:
+    """A folder's CSVs (fer2013.csv, else train.csv/test.csv) or image folders, or one CSV.
+
+    skipped: None to raise at the first bad row or file, else a list that collects them.
+    """
     if root.is_dir():
         if (root / "fer2013.csv").is_file():
             csv_files = [root / "fer2013.csv"]
         else:
             csv_files = [root / n for n in ("train.csv", "test.csv") if (root / n).is_file()]
         if not csv_files:
-            return _load_folders(root)
+            return _load_folders(root, skipped)
     else:
         csv_files = [root]
     stamp = [(str(f), info.st_size, info.st_mtime_ns) for f in csv_files for info in [f.stat()]]
@@ -152,9 +173,10 @@ def _load_path(root: Path) -> Dataset:
         return Dataset(str(root), *cached)
     fmt, splits = "", {}
     for file in csv_files:
-        fmt, file_splits = _parse_csv(file, split_name=file.stem if root.is_dir() else None)
+        fmt, file_splits = _parse_csv(file, file.stem if root.is_dir() else None, skipped)
         splits.update(file_splits)
-    _write_cache(cache_file, fmt, splits)
+    if not skipped:  # a cache must never hide bad rows from a load without skip_bad
+        _write_cache(cache_file, fmt, splits)
     return Dataset(str(root), fmt, splits)
 
 
@@ -201,13 +223,14 @@ def _stratified_split(train: Split, fraction: float, seed: int) -> tuple[Split, 
 
 # ---- CSV ------------------------------------------------------------------------------------
 
-def _parse_csv(file: Path, split_name: str | None) -> tuple[str, dict[str, Split]]:
+def _parse_csv(file: Path, split_name: str | None,
+               skipped: list[str] | None = None) -> tuple[str, dict[str, Split]]:
     """Parse fer2013.csv or a homework CSV; split_name overrides the homework split's name."""
     try:
         with open(file, newline="", encoding="utf-8-sig") as handle:  # -sig drops a BOM
             reader = csv.reader(handle)
             try:
-                return _parse_csv_rows(file, reader, split_name)
+                return _parse_csv_rows(file, reader, split_name, skipped)
             except csv.Error as exc:
                 raise FerkerasError(f"{file} line {reader.line_num}: bad CSV: {exc}") from None
     except UnicodeDecodeError:
@@ -217,7 +240,8 @@ def _parse_csv(file: Path, split_name: str | None) -> tuple[str, dict[str, Split
         raise FerkerasError(f"{file}: cannot read: {exc.strerror or exc}") from None
 
 
-def _parse_csv_rows(file: Path, reader, split_name: str | None) -> tuple[str, dict[str, Split]]:
+def _parse_csv_rows(file: Path, reader, split_name: str | None,
+                    skipped: list[str] | None) -> tuple[str, dict[str, Split]]:
     header = next((row for row in reader if any(cell.strip() for cell in row)), None)
     if header is None:
         raise FerkerasError(f"{file}: empty file (expected a header {_EXPECTED_HEADERS})")
@@ -238,25 +262,31 @@ def _parse_csv_rows(file: Path, reader, split_name: str | None) -> tuple[str, di
     label_col, usage_col = col.get("emotion", col.get("label")), col.get("usage")
 
     rows: list[np.ndarray] = []
-    labels: list[int] = []
-    split_of_row: list[str] = []
+    labels: list[int | None] = []
+    split_of_row: list[str | None] = []
+    bad_rows = 0
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue  # blank lines, e.g. a trailing newline
         where = f"{file} line {reader.line_num}"
-        if len(row) != len(columns):
-            raise FerkerasError(f"{where}: expected {len(columns)} columns, got {len(row)}")
-        rows.append(_parse_pixels(row[pixel_col], where))
-        if label_col is not None:
-            labels.append(_parse_label(row[label_col], where))
-        if usage_col is not None:
-            usage = row[usage_col].strip()
-            if usage.lower() not in _USAGE_SPLITS:
-                raise FerkerasError(f"{where}: unknown Usage {usage!r} "
-                                    "(expected Training, PublicTest or PrivateTest)")
-            split_of_row.append(_USAGE_SPLITS[usage.lower()])
+        try:  # the whole row first, so a skipped row leaves no pixels without a label
+            if len(row) != len(columns):
+                raise FerkerasError(f"{where}: expected {len(columns)} columns, got {len(row)}")
+            pixels = _parse_pixels(row[pixel_col], where)
+            label = _parse_label(row[label_col], where) if label_col is not None else None
+            usage = _parse_usage(row[usage_col], where) if usage_col is not None else None
+        except FerkerasError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+            bad_rows += 1
+            continue
+        rows.append(pixels)
+        labels.append(label)
+        split_of_row.append(usage)
     if not rows:
-        raise FerkerasError(f"{file}: header only, no data rows")
+        raise FerkerasError(f"{file}: all {bad_rows} data rows are bad" if bad_rows
+                            else f"{file}: header only, no data rows")
 
     images = np.stack(rows).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     label_array = np.array(labels, dtype=np.int64) if label_col is not None else None
@@ -286,6 +316,14 @@ def _parse_pixels(text: str, where: str) -> np.ndarray:
     return np.array([int(token) for token in tokens], dtype=np.uint8)
 
 
+def _parse_usage(text: str, where: str) -> str:
+    usage = text.strip()
+    if usage.lower() not in _USAGE_SPLITS:
+        raise FerkerasError(f"{where}: unknown Usage {usage!r} "
+                            "(expected Training, PublicTest or PrivateTest)")
+    return _USAGE_SPLITS[usage.lower()]
+
+
 def _parse_label(text: str, where: str) -> int:
     text = text.strip()
     if not (text.isascii() and text.isdigit() and int(text) < len(CLASS_NAMES)):
@@ -296,7 +334,7 @@ def _parse_label(text: str, where: str) -> int:
 
 # ---- image folders --------------------------------------------------------------------------
 
-def _load_folders(root: Path) -> Dataset:
+def _load_folders(root: Path, skipped: list[str] | None) -> Dataset:
     subdirs = _visible_subdirs(root)
     if any(name.lower() in CLASS_NAMES for name in subdirs):
         split_dirs = {root.name.lower(): root}  # root holds class folders: one split
@@ -308,20 +346,32 @@ def _load_folders(root: Path) -> Dataset:
     files: dict[str, tuple[list[str], list[int]]] = {}
     stamp: list[tuple[str, int, int]] = []
     for split, folder in split_dirs.items():
-        files[split] = _list_split(folder, root, stamp)
+        files[split] = _list_split(folder, root, stamp, skipped)
     cache_file = _cache_file(root, stamp)
     cached = _read_cache(cache_file)
     if cached is not None:
         return Dataset(str(root), *cached)
     ordered = sorted(files, key=lambda name: (name != "train", name != "test", name))
+    all_paths = [path for name in ordered for path in files[name][0]]
+    readable = np.ones(len(all_paths), dtype=bool)
+
+    def skip(index: int, error: FerkerasError) -> None:
+        readable[index] = False
+        skipped.append(str(error))
+
     # one decode pass over every split keeps the thread pool busy
-    all_images = _decode_images([path for name in ordered for path in files[name][0]])
+    all_images = _decode_images(all_paths, on_error=None if skipped is None else skip)
     splits, start = {}, 0
     for name in ordered:
         paths, labels = files[name]
-        splits[name] = Split(all_images[start:start + len(paths)], np.array(labels, dtype=np.int64))
+        keep = readable[start:start + len(paths)]
+        if not keep.any():
+            raise FerkerasError(f"{split_dirs[name]}: none of its {len(paths)} images is readable")
+        splits[name] = Split(all_images[start:start + len(paths)][keep],
+                             np.array(labels, dtype=np.int64)[keep])
         start += len(paths)
-    _write_cache(cache_file, "folders", splits)
+    if not skipped:  # a cache must never hide bad files from a load without skip_bad
+        _write_cache(cache_file, "folders", splits)
     return Dataset(str(root), "folders", splits)
 
 
@@ -334,7 +384,8 @@ def _ignored(name: str) -> bool:
     return name.startswith(".") or name in _IGNORED_NAMES
 
 
-def _list_split(folder: Path, root: Path, stamp: list) -> tuple[list[str], list[int]]:
+def _list_split(folder: Path, root: Path, stamp: list,
+                skipped: list[str] | None = None) -> tuple[list[str], list[int]]:
     """Image paths and labels of one split folder, in sorted order; appends to the cache stamp."""
     class_dirs = _visible_subdirs(folder)
     if not class_dirs:
@@ -349,6 +400,7 @@ def _list_split(folder: Path, root: Path, stamp: list) -> tuple[list[str], list[
     for name in sorted(class_dirs, key=lambda n: CLASS_NAMES.index(n.lower())):  # label order
         label = CLASS_NAMES.index(name.lower())
         relative = os.path.relpath(folder / name, root)
+        count = len(paths)
         with os.scandir(folder / name) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
                 if _ignored(entry.name):
@@ -360,21 +412,37 @@ def _list_split(folder: Path, root: Path, stamp: list) -> tuple[list[str], list[
                 stamp.append((f"{relative}/{entry.name}", info.st_size, info.st_mtime_ns))
                 paths.append(entry.path)
                 labels.append(label)
+        if len(paths) == count:
+            problem = (f"{folder / name}: empty class folder (remove it, or --skip-bad "
+                       "to pass over it)")
+            if skipped is None:
+                raise FerkerasError(problem)
+            skipped.append(problem)
     if not paths:
         raise FerkerasError(f"{folder}: no images in any class folder ({', '.join(class_dirs)})")
     return paths, labels
 
 
-def _decode_images(paths: list[str], threads: int = 1) -> np.ndarray:
-    """Decode image files to uint8 (N, 48, 48); threads > 1 decodes in a thread pool."""
+def _decode_images(paths: list[str], threads: int = 1,
+                   on_error: Callable[[int, FerkerasError], None] | None = None) -> np.ndarray:
+    """Decode image files to uint8 (N, 48, 48); threads > 1 decodes in a thread pool.
+
+    on_error(index, error), when given, is told of an unreadable file (left black) instead of
+    the error being raised.
+    """
     # One thread by default, as measured on FER2013 (32k 48x48 JPEGs, 2 cores): two threads
     # ran at 0.64x-1.06x the speed of one. Pillow's per-file work is mostly Python under the
     # GIL, so threads add GIL hand-offs. bench/data_load.py re-measures; the cache makes it once.
-    images = np.empty((len(paths), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    images = np.zeros((len(paths), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
 
     def decode_range(bounds: tuple[int, int]) -> None:
         for i in range(*bounds):
-            images[i] = _decode_image(paths[i])
+            try:
+                images[i] = _decode_image(paths[i])
+            except FerkerasError as error:
+                if on_error is None:
+                    raise
+                on_error(i, error)
 
     if threads <= 1:
         decode_range((0, len(paths)))
@@ -451,5 +519,5 @@ def _write_cache(cache_file: Path, fmt: str, splits: dict[str, Split]) -> None:
         for stale in cache_file.parent.glob(f"{source_id}-*.npz"):
             if stale != cache_file:
                 stale.unlink(missing_ok=True)
-    except OSError:
+    except (OSError, FerkerasError):  # atomic_path reports a failed write as FerkerasError
         pass

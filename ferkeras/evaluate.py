@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from ferkeras.config import (
@@ -45,6 +46,7 @@ class Source:
     split_name: str  # "val" for the run's validation data, else the dataset's split name
     data: str  # where the images came from: a path, or "synthetic..."
     out_dir: Path  # default folder for what is derived from this model
+    skip_report: str = ""  # what loading the data passed over (--skip-bad), in one line, or ""
 
     def describe(self) -> str:
         """One line: which model, which images."""
@@ -53,12 +55,14 @@ class Source:
 
 
 def load_source(run: str | os.PathLike | None = None, data: str | None = None,
-                split: str | None = None, runs_dir: str | os.PathLike = "runs") -> Source:
+                split: str | None = None, runs_dir: str | os.PathLike = "runs",
+                skip_bad: bool = False) -> Source:
     """Resolve RUN (run name/folder, .keras file, or None = latest run) and the images to use.
 
     Without data/split this is the run's validation data, exactly as training split it. data
     replaces the source (its test split, else a stratified 25% of train); split names a split
-    ("val" = the run's validation data, "train", "test", ...).
+    ("val" = the run's validation data, "train", "test", ...). skip_bad passes over bad rows
+    and images of data, as the run's own --skip-bad does for its data.
     """
     model_path = find_model(run, runs_dir)
     # A run's model.keras, or a .keras file inside a run folder (last.keras): the run's config.
@@ -77,7 +81,7 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
     if run_dir is not None and not same_data:
         # Results on other data go to a folder of their own, never over the run's own ones.
         out_dir = run_dir / "viz" / (Path(str(source)).name.replace(":", "_") or "data")
-    dataset = load_dataset(source)
+    dataset = load_dataset(source, skip_bad=skip_bad or (same_data and options.get("skip_bad", False)))
     val_option = options.get("val_split", "auto") if same_data else "auto"
     seed = int(options.get("seed", 0))
     split_name = split or RUN_VALIDATION
@@ -91,19 +95,28 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
             raise FerkerasError(f"--split {split_name}: {dataset.source} has {problem} split "
                                 f"{split_name!r} (labelled splits: {', '.join(labelled) or 'none'}; "
                                 f"or {RUN_VALIDATION} for the run's validation data)")
-    return Source(model_path, run_dir, chosen, split_name, dataset.source, out_dir)
+    return Source(model_path, run_dir, chosen, split_name, dataset.source, out_dir,
+                  dataset.skip_report())
 
 
 # ---------------------------------------------------------------------------- predictions
 
 def predict(model, images: np.ndarray, tta: bool = False,
             batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
-    """Class probabilities (N, 7) for uint8 images (N, 48, 48); tta averages with the mirror image."""
+    """Class probabilities (N, 7) for uint8 images (N, 48, 48); tta averages with the mirror image.
+
+    model: a Keras model, or any callable from images to probabilities (a predict.Runner).
+    """
     x = as_batch(images)
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    if isinstance(model, keras.Model):
+        def run(batch):
+            return model.predict(batch, batch_size=batch_size, verbose=0)
+    else:
+        run = model
+    probs = run(x)
     if tta:
         # Expressions are left-right symmetric, so the mirrored face is a second, free opinion.
-        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+        probs = (probs + run(x[:, :, ::-1])) / 2
     return np.asarray(probs, dtype=np.float64)
 
 
@@ -137,6 +150,15 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray,
     }
     metrics["analysis"] = analysis_text(metrics)
     return metrics
+
+
+def accuracy_summary(model, split: Split) -> dict:
+    """Accuracy without and with flip TTA, and recall per class, of a model (or runner) on a split."""
+    plain = compute_metrics(split.labels, predict(model, split.images))
+    mirrored = compute_metrics(split.labels, predict(model, split.images, tta=True))
+    return {"images": len(split), "accuracy": plain["accuracy"],
+            "accuracy_tta": mirrored["accuracy"],
+            "recall": {name: c["recall"] for name, c in plain["per_class"].items()}}
 
 
 def row_normalize(counts: np.ndarray) -> np.ndarray:
@@ -204,12 +226,14 @@ def confusion_csv(matrix: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES
 
 def evaluate(run: str | os.PathLike | None = None, data: str | None = None, split: str | None = None,
              tta: bool = False, out: str | os.PathLike | None = None, runs_dir: str = "runs",
-             echo: Echo = print) -> dict:
+             echo: Echo = print, skip_bad: bool = False) -> dict:
     """Evaluate a run's (or .keras file's) model, write metrics JSON, CSVs and figure; return metrics."""
     from ferkeras.model import load_model
     from ferkeras.viz import confusion_figure, save_figure
 
-    source = load_source(run, data, split, runs_dir)
+    source = load_source(run, data, split, runs_dir, skip_bad)
+    if source.skip_report:
+        echo(source.skip_report)
     echo(f"Evaluating {source.describe()}")
     model = load_model(source.model_path)
     labels = source.split.labels

@@ -6,6 +6,7 @@ validation accuracy), last.keras, metrics.json, and backup/ while a run is unfin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -33,7 +34,7 @@ from ferkeras.config import (
 )
 from ferkeras.data import CLASS_NAMES, Split, load_dataset, train_val_splits
 from ferkeras.errors import FerkerasError
-from ferkeras.model import NUM_CLASSES, build_model, load_model
+from ferkeras.model import NUM_CLASSES, build_model, load_model, save_model
 
 # Augmentation levels: (shift as a fraction of the side, rotation in degrees, zoom fraction).
 # All levels above none flip horizontally: expressions are left-right symmetric.
@@ -51,18 +52,24 @@ Echo = Callable[[str], None]
 
 # ---------------------------------------------------------------------------- input pipeline
 
-def make_augmenter(level: str, seed: int = 0) -> keras.Sequential | None:
-    """Random flip/shift/rotation/zoom layers for a level, applied to whole batches; None for none."""
-    if level == "none":
+def make_augmenter(level: str, seed: int = 0, erase: float = 0.0) -> keras.Sequential | None:
+    """Random flip/shift/rotation/zoom (and erasing) layers applied to whole batches; None for none."""
+    steps = []
+    if level != "none":
+        shift, degrees, zoom = AUGMENT_STRENGTH[level]
+        steps += [layers.RandomFlip("horizontal", seed=seed),
+                  layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=seed + 1)]
+        if degrees:
+            steps.append(layers.RandomRotation(degrees / 360, fill_mode="reflect", seed=seed + 2))
+        if zoom:
+            steps.append(layers.RandomZoom(zoom, zoom, fill_mode="reflect", seed=seed + 3))
+    if erase:
+        # A (p, p) factor erases with probability p; a bare p would draw it from [0, p].
+        steps.append(layers.RandomErasing(factor=(erase, erase), value_range=(0, 255),
+                                          seed=seed + 4))
+    if not steps:
         return None
-    shift, degrees, zoom = AUGMENT_STRENGTH[level]
-    steps = [layers.RandomFlip("horizontal", seed=seed),
-             layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=seed + 1)]
-    if degrees:
-        steps.append(layers.RandomRotation(degrees / 360, fill_mode="reflect", seed=seed + 2))
-    if zoom:
-        steps.append(layers.RandomZoom(zoom, zoom, fill_mode="reflect", seed=seed + 3))
-    return keras.Sequential(steps, name=f"augment_{level}")
+    return keras.Sequential(steps, name=f"augment_{level}" + (f"_erase{erase:g}" if erase else ""))
 
 
 def make_pipeline(split: Split, batch_size: int, augmenter: keras.Sequential | None = None,
@@ -82,7 +89,12 @@ def make_pipeline(split: Split, batch_size: int, augmenter: keras.Sequential | N
             images = augmenter(images, training=True)
         return images, labels
 
-    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # One thread per augmentation op: batches are still augmented in parallel, and the ops no
+    # longer compete with the training step for its cores (about 5% faster training on 2 cores).
+    options.threading.max_intra_op_parallelism = 1
+    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(options)
 
 
 def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
@@ -96,11 +108,24 @@ def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
 
 # ---------------------------------------------------------------------------- optimisation
 
-def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """The optimizer and learning-rate schedule that the config names."""
-    lr = config.lr
-    if config.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=max(total_steps, 1))
+def make_schedule(config: TrainConfig, total_steps: int,
+                  warmup_steps: int = 0) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate per step: --lr, cosine-decayed to 0 and/or warmed up linearly from 0."""
+    if config.schedule != "cosine" and not warmup_steps:
+        return config.lr
+    # alpha=1 keeps a constant rate after the warm-up; alpha=0 decays it to 0 at the end.
+    alpha = 0.0 if config.schedule == "cosine" else 1.0
+    if not warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(config.lr, max(total_steps, 1), alpha=alpha)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(total_steps - warmup_steps, 1), alpha=alpha,
+        warmup_target=config.lr, warmup_steps=warmup_steps)
+
+
+def make_optimizer(config: TrainConfig, total_steps: int,
+                   warmup_steps: int = 0) -> keras.optimizers.Optimizer:
+    """The optimizer that the config names, with its learning-rate schedule."""
+    lr = make_schedule(config, total_steps, warmup_steps)
     if config.optimizer == "adam":
         return keras.optimizers.Adam(lr)
     if config.optimizer == "adamw":
@@ -109,10 +134,11 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Op
                                 weight_decay=config.weight_decay or None)
 
 
-def compile_model(model: keras.Model, config: TrainConfig, total_steps: int) -> None:
+def compile_model(model: keras.Model, config: TrainConfig, total_steps: int,
+                  warmup_steps: int = 0) -> None:
     """Compile with cross-entropy (optionally smoothed) and accuracy."""
     model.compile(
-        optimizer=make_optimizer(config, total_steps),
+        optimizer=make_optimizer(config, total_steps, warmup_steps),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
@@ -175,6 +201,24 @@ class HistoryFiles(keras.callbacks.Callback):
         write_text_atomic(self.run_dir / "history.csv", "\n".join(lines) + "\n")
 
 
+class BestModel(keras.callbacks.Callback):
+    """model.keras: the model of the best validation accuracy so far, saved atomically.
+
+    Keras' ModelCheckpoint writes straight into the file, so a kill mid-save would lose the
+    best model; best starts from a resumed run's history, so a worse epoch never replaces it.
+    """
+
+    def __init__(self, path: Path, best: float | None = None):
+        super().__init__()
+        self.path, self.best = path, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_accuracy")
+        if value is not None and (self.best is None or value > self.best):
+            self.best = float(value)
+            save_model(self.model, self.path)
+
+
 def read_history(run_dir: str | Path) -> list[dict]:
     """The per-epoch rows of a run (empty before its first epoch ends)."""
     path = Path(run_dir) / "history.json"
@@ -203,7 +247,13 @@ def train(config: TrainConfig, echo: Echo = print) -> Path:
     """Train a new run from a config; return its folder."""
     config.validate()
     run_dir = new_run_dir(config.runs_dir, config.name)
-    return _fit(run_dir, config, echo, resuming=False)
+    try:
+        return _fit(run_dir, config, echo, resuming=False)
+    except BaseException:
+        # Stopped before writing anything (bad data, bad --val-split): leave no empty run folder.
+        with contextlib.suppress(OSError):  # rmdir removes only an empty folder
+            run_dir.rmdir()
+        raise
 
 
 def resume(run: str, epochs: int | None = None, runs_dir: str = "runs",
@@ -233,7 +283,9 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    dataset = load_dataset(config.data)
+    dataset = load_dataset(config.data, skip_bad=config.skip_bad)
+    if dataset.skipped:
+        echo(dataset.skip_report())
     train_split, val_split = train_val_splits(dataset, config.val_split, config.seed)
     synthetic = dataset.format == "synthetic"
     epochs = planned_epochs or config.resolved_epochs(synthetic)
@@ -263,21 +315,19 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
 
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     train_ds = make_pipeline(train_split, config.batch_size,
-                             make_augmenter(config.augment, config.seed), config.seed)
+                             make_augmenter(config.augment, config.seed, config.erase), config.seed)
     val_ds = make_pipeline(val_split, EVAL_BATCH_SIZE)
 
     with _strategy(config.strategy).scope():
         model = build_model(config.channels)
-        compile_model(model, config, steps_per_epoch * epochs)
+        compile_model(model, config, steps_per_epoch * epochs, steps_per_epoch * config.warmup_epochs)
 
-    # Keras' ModelCheckpoint starts from no best value; a resumed run starts from its history's.
+    # A resumed run's best model so far is its history's best.
     best_so_far = max((r["val_accuracy"] for r in read_history(run_dir)), default=None)
     callbacks = [
         EpochLog(epochs, echo),
         HistoryFiles(run_dir),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "model.keras"), monitor="val_accuracy", mode="max",
-            save_best_only=True, initial_value_threshold=best_so_far),
+        BestModel(run_dir / "model.keras", best_so_far),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,
                                     profile_batch=0),
         # Last, so an epoch is backed up only once its history row is written: a kill in
@@ -296,7 +346,7 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
              f"ferkeras train --resume {run_dir}")
         raise
 
-    model.save(run_dir / "last.keras")
+    save_model(model, run_dir / "last.keras")
     metrics = _final_metrics(run_dir, val_ds, read_history(run_dir), len(train_split))
     write_json_atomic(run_dir / "metrics.json", metrics)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)

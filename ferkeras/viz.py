@@ -631,17 +631,25 @@ def pick_images(labels: np.ndarray, n: int = 5, seed: int = 0, indices: Sequence
 
 
 def read_image_files(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Image files as uint8 (N, 48, 48), with true labels when every file sits in a class folder."""
-    from ferkeras.data import _decode_images  # the loader's own decoder: same gray, same resize
+    """Image files as uint8 (N, 48, 48), with true labels when every file sits in a class folder.
 
+    A 48x48 image is a face crop as it is; in a larger photo the largest face that OpenCV's
+    detector finds is cropped, as `ferkeras predict` does, else the whole image is used.
+    """
+    from ferkeras.predict import crop_face, detect_faces, is_face_crop, read_image, to_gray
+
+    faces = []
     for path in paths:
         if not Path(path).is_file():
             raise FerkerasError(f"--image {path}: no such file")
-    images = _decode_images([str(p) for p in paths])
+        gray = to_gray(read_image(path))
+        boxes = [] if is_face_crop(gray) else detect_faces(gray)
+        box = max(boxes, key=lambda b: b[2] * b[3]) if boxes else (0, 0, gray.shape[1], gray.shape[0])
+        faces.append(crop_face(gray, box))
     folders = [Path(p).parent.name.lower() for p in paths]
     labels = (np.array([CLASS_NAMES.index(f) for f in folders])
               if all(f in CLASS_NAMES for f in folders) else None)
-    return images, labels
+    return np.stack(faces), labels
 
 
 def plot_history(run: str | None = None, out: str | os.PathLike | None = None,

@@ -83,3 +83,34 @@ def test_run_config_and_the_run_of_a_model(tmp_path):
     write_json_atomic(run / "config.json", {"options": {"seed": 1}})
     assert read_run_config(run)["options"] == {"seed": 1}
     assert run_of_model(run / "model.keras") == run
+
+
+def test_recipe_gives_its_options_and_given_flags_override_them(tmp_path):
+    from ferkeras.config import RECIPES
+
+    config = TrainConfig.from_recipe("fer2013", {"data": "synthetic", "epochs": 3})
+    for key, value in RECIPES["fer2013"].items():
+        if key != "epochs":
+            assert getattr(config, key) == value, key
+    assert config.epochs == 3 and config.data == "synthetic"
+
+    recipe = tmp_path / "mine.json"
+    recipe.write_text(json.dumps({"augment": "strong", "erase": 0.5}))
+    config = TrainConfig.from_recipe(str(recipe), {"erase": 0.25})
+    assert (config.augment, config.erase) == ("strong", 0.25)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not one of fer2013 nor a .json file"),
+    ("[1, 2]", "expected a JSON object of options"),
+    ("{oops", "not a readable JSON file"),
+    ('{"erasse": 0.5}', "unknown option 'erasse'; did you mean 'erase'"),
+    ('{"warmup_epochs": 3, "epochs": 3}', "--warmup-epochs 3: must be fewer than --epochs"),
+])
+def test_bad_recipe_is_one_clear_error(tmp_path, content, message):
+    recipe = "fer2014"
+    if content is not None:
+        recipe = str(tmp_path / "recipe.json")
+        (tmp_path / "recipe.json").write_text(content)
+    with pytest.raises(FerkerasError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        TrainConfig.from_recipe(recipe, {})

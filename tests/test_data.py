@@ -178,10 +178,14 @@ def test_hidden_files_and_os_litter_are_ignored(tmp_path):
     assert_split(dataset.splits["train"], TRAIN_IMAGES, TRAIN_LABELS)
 
 
-def test_empty_class_folder_is_fine(tmp_path):
+def test_empty_class_folder_is_an_error_that_skip_bad_passes_over(tmp_path):
     root = write_folders(tmp_path / "data")
     (root / "test" / "disgust" / "img_001.png").unlink()
-    assert load_dataset(root).splits["test"].class_counts() == [1, 0, 1, 1, 1, 1, 1]
+    with pytest.raises(FerkerasError, match="test/disgust: empty class folder"):
+        load_dataset(root)
+    dataset = load_dataset(root, skip_bad=True)
+    assert dataset.splits["test"].class_counts() == [1, 0, 1, 1, 1, 1, 1]
+    assert dataset.skip_report().startswith("--skip-bad: skipped 1 bad file or folder (first: ")
 
 
 def test_thread_pool_and_single_thread_decode_alike(tmp_path):

@@ -71,14 +71,16 @@ def test_each_format_keeps_parity_with_keras(all_formats, validation, name):
 
 def test_export_writes_metadata_and_prints_the_command(exported_synthetic_run, trained_synthetic_run):
     out = exported_synthetic_run
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model_float32.tflite",
-                                                     "model_int8.tflite", "saved_model"]
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.keras",
+                                                     "model_float32.tflite", "model_int8.tflite",
+                                                     "saved_model"]
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert meta["input"]["shape"] == [None, 48, 48, 1] and meta["input"]["range"] == [0, 255]
     assert meta["source"]["run"] == str(trained_synthetic_run)
     assert meta["source"]["data"] == "synthetic:3000" and meta["validation"]["images"] == 750
     assert meta["representative_images"] == 300
+    assert meta["source"]["options"]["epochs"] == 5 and meta["source"]["trained"]  # provenance
     for name, entry in meta["artifacts"].items():
         path = out / entry["file"]
         files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
@@ -160,8 +162,8 @@ def test_interrupted_export_leaves_previous_artifacts_whole(trained_synthetic_ru
 
     # A new export replaces the SavedModel folder whole and drops the format it did not make.
     export(trained_synthetic_run, out, quantize=["none"], verify=False, echo=lambda line: None)
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model_float32.tflite",
-                                                     "saved_model"]
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.keras",
+                                                     "model_float32.tflite", "saved_model"]
     assert (out / "saved_model" / "saved_model.pb").is_file()
 
 
@@ -192,11 +194,13 @@ def test_failed_parity_exits_1_and_keeps_the_previous_export(exported_synthetic_
     rejected = json.loads((tmp_path / "exported-rejected" / "metadata.json").read_text())
     assert rejected["artifacts"]["float32"]["parity"]["passed"] is False
 
-    # --no-verify exports anyway.
+    # --no-verify exports anyway, and records the figures that missed the bar.
     result = CliRunner().invoke(cli, ["export", str(trained_synthetic_run), "--quantize", "none",
                                       "--out", str(out), "--no-verify"])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "metadata.json").read_text())["artifacts"]["float32"]["parity"] is None
+    assert "Parity below the bar, exported anyway (--no-verify): float32 top-1" in result.output
+    parity = json.loads((out / "metadata.json").read_text())["artifacts"]["float32"]["parity"]
+    assert parity["passed"] is False and parity["agreement"] == 1.0
 
 
 def test_export_cli_end_to_end(trained_synthetic_run, tmp_path):
@@ -207,7 +211,8 @@ def test_export_cli_end_to_end(trained_synthetic_run, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[-1] == f"Use it: ferkeras predict photo.jpg --model {tmp_path / 'exp' / 'model_int8.tflite'}"
-    sizes = [line for line in lines if line.strip().startswith(("saved_model", "float32", "int8"))]
-    assert len(sizes) == 3 and all(" MB " in line and line.endswith(" s") for line in sizes)
-    assert sum("parity on 750 val images" in line and line.endswith("ok") for line in lines) == 3
+    sizes = [line for line in lines
+             if line.strip().startswith(("keras", "saved_model", "float32", "int8"))]
+    assert len(sizes) == 4 and all(" MB " in line and line.endswith(" s") for line in sizes)
+    assert sum("parity on 750 val images" in line and line.endswith("ok") for line in lines) == 4
     assert result.stderr == ""  # converter and interpreter notices are kept off the terminal

@@ -69,3 +69,25 @@ def test_load_model_refuses_lambda_layers(tmp_path):
     model.save(tmp_path / "lambda.keras")
     with pytest.raises(FerkerasError, match="lambda.keras"):
         load_model(tmp_path / "lambda.keras")
+
+
+def test_fused_batch_norm_trains_as_keras_batch_norm_does():
+    import keras
+    import numpy as np
+
+    from ferkeras.model import FusedBatchNormalization
+
+    x = np.random.default_rng(0).normal(3.0, 2.0, (16, 6, 6, 5)).astype("float32")
+    fused = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
+    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (fused, plain):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2, 5))
+        layer.beta.assign(np.linspace(-1, 1, 5))
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), atol=2e-5)
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-5)
+    # Unbiased batch variance (PyTorch's choice) against Keras' biased one: n = 16*6*6.
+    n = x.size // 5
+    expected = 0.9 + 0.1 * (np.asarray(plain.moving_variance) - 0.9) / 0.1 * n / (n - 1)
+    np.testing.assert_allclose(fused.moving_variance, expected, rtol=1e-5)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=0.02)

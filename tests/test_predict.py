@@ -138,7 +138,7 @@ def test_bad_inputs_name_the_file_and_the_problem(exported_synthetic_run, tmp_pa
     with pytest.raises(FerkerasError, match="fake.tflite: not a TFLite model"):
         load_runner(tmp_path / "fake.tflite")
     (tmp_path / "fake.keras").write_text("not a model")
-    with pytest.raises(FerkerasError, match="fake.keras: not a loadable Keras model"):
+    with pytest.raises(FerkerasError, match="fake.keras: not a .keras model"):
         load_runner(tmp_path / "fake.keras")
     with pytest.raises(FerkerasError, match="fake.jpg: not a model"):
         load_runner(tmp_path / "fake.jpg")

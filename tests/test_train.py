@@ -60,6 +60,25 @@ def test_pipeline_shuffles_and_augments_whole_batches():
     assert make_augmenter("none") is None
 
 
+def test_random_erasing_blanks_a_patch_of_each_image_at_probability_one():
+    flat = Split(np.full((32, 48, 48), 100, np.uint8), np.zeros(32, np.int64))
+    images = next(iter(make_pipeline(flat, 32, make_augmenter("none", seed=0, erase=1.0))))[0]
+    changed = (images.numpy()[..., 0] != 100).mean(axis=(1, 2))
+    assert changed.min() > 0.005 and changed.max() < 0.5  # a patch, never the whole face
+    assert images.numpy().min() >= 0 and images.numpy().max() <= 255
+
+
+def test_warmup_rises_linearly_to_the_peak_then_cosine_decays():
+    from ferkeras.config import TrainConfig
+    from ferkeras.train import make_schedule
+
+    for schedule, end in (("cosine", 0.0), ("constant", 0.1)):
+        lr = make_schedule(TrainConfig(lr=0.1, schedule=schedule), total_steps=100, warmup_steps=10)
+        rates = [float(lr(step)) for step in (0, 5, 10, 55, 100)]
+        assert rates[:3] == pytest.approx([0.0, 0.05, 0.1])
+        assert rates[3] == pytest.approx((0.1 + end) / 2) and rates[4] == pytest.approx(end, abs=1e-7)
+
+
 def test_balanced_class_weight_inverts_frequency():
     weights = balanced_class_weight(np.array([0] * 90 + [1] * 10))
     assert weights[1] == pytest.approx(9 * weights[0])

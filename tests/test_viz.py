@@ -183,3 +183,16 @@ def test_bad_flags_are_one_line_with_exit_code_2(trained_synthetic_run, monkeypa
 def test_history_figure_needs_a_finished_epoch():
     with pytest.raises(FerkerasError, match="no history yet"):
         viz.history_figure([], title="runs/x")
+
+
+def test_saliency_of_a_photo_explains_its_face_as_predict_crops_it():
+    import matplotlib.cbook
+
+    from ferkeras.predict import crop_face, detect_faces, read_image, to_gray
+
+    photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    images, labels = viz.read_image_files([photo])
+    gray = to_gray(read_image(photo))
+    (box,) = detect_faces(gray)
+    assert labels is None and box[2] < gray.shape[1] / 2  # the face, not the whole photo
+    np.testing.assert_array_equal(images[0], crop_face(gray, box))
