@@ -4,7 +4,7 @@
     python bench/accuracy.py --train [--record]      # run the fer2013 recipe first, then export
 
 EXPORT_DIR (default: the repo's exported/) holds what `ferkeras export --tflite` writes. Each
-model in it (model.keras, model_float32.tflite, model_int8.tflite) is evaluated on the split:
+model in it (keras: model.keras; float32 and int8: TFLite) is evaluated on the split:
 accuracy, accuracy with flip test-time augmentation, and recall per class, side by side.
 --train trains `ferkeras train --recipe fer2013` on --data, then exports it into EXPORT_DIR.
 --record writes the figures into EXPORT_DIR/metadata.json ("accuracy"), which the CI test
@@ -21,8 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout
 
-ENGINES = {"keras": "model.keras", "tflite float32": "model_float32.tflite",
-           "tflite int8": "model_int8.tflite"}
+ENGINES = ("keras", "float32", "int8")  # export formats: the .keras file and TFLite models
 
 
 def train_and_export(data: str, out: Path, runs_dir: str) -> dict:
@@ -44,6 +43,7 @@ def measure(export_dir: Path, data: str, split_name: str) -> dict:
     from ferkeras.data import load_dataset
     from ferkeras.errors import FerkerasError
     from ferkeras.evaluate import accuracy_summary
+    from ferkeras.export import FORMATS
     from ferkeras.predict import load_runner
 
     dataset = load_dataset(data)
@@ -52,11 +52,12 @@ def measure(export_dir: Path, data: str, split_name: str) -> dict:
         raise FerkerasError(f"--split {split_name}: {dataset.source} has no labelled split of "
                             f"that name ({', '.join(dataset.splits)})")
     engines = {}
-    for engine, file in ENGINES.items():
-        if (export_dir / file).is_file():
-            engines[engine] = accuracy_summary(load_runner(export_dir / file), split)
+    files = {engine: export_dir / FORMATS[engine].file for engine in ENGINES}
+    for engine, file in files.items():
+        if file.is_file():
+            engines[engine] = accuracy_summary(load_runner(file), split)
     if not engines:
-        raise FerkerasError(f"{export_dir}: none of {', '.join(ENGINES.values())}")
+        raise FerkerasError(f"{export_dir}: none of {', '.join(f.name for f in files.values())}")
     return {"data": dataset.source, "split": split_name, "images": len(split), "engines": engines}
 
 

@@ -23,7 +23,7 @@ def test_shipped_files_and_provenance(metadata):
     assert source["seed"] == source["options"]["seed"]
     recorded = metadata["accuracy"]
     assert recorded["split"] == "test" and recorded["images"] == 3589  # PublicTest
-    assert set(recorded["engines"]) == {"keras", "tflite float32", "tflite int8"}
+    assert set(recorded["engines"]) == {"keras", "float32", "int8"}
 
 
 def test_shipped_model_is_as_accurate_as_recorded_on_publictest(metadata, fer2013_dir):
@@ -32,9 +32,8 @@ def test_shipped_model_is_as_accurate_as_recorded_on_publictest(metadata, fer201
     from ferkeras.predict import load_runner
 
     public_test = load_dataset(fer2013_dir).splits["test"]
-    files = {"keras": "model.keras", "tflite float32": "model_float32.tflite",
-             "tflite int8": "model_int8.tflite"}
     for engine, recorded in metadata["accuracy"]["engines"].items():
-        measured = accuracy_summary(load_runner(EXPORTED / files[engine]), public_test)
+        file = EXPORTED / metadata["artifacts"][engine]["file"]
+        measured = accuracy_summary(load_runner(file), public_test)
         for key in ("accuracy", "accuracy_tta"):
             assert measured[key] >= recorded[key] - TOLERANCE, (engine, key, measured[key], recorded[key])
