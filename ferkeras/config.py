@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -139,6 +140,11 @@ class TrainConfig:
         if self.epochs is not None:
             return self.epochs
         return DEFAULT_EPOCHS_SYNTHETIC if synthetic else DEFAULT_EPOCHS_REAL
+
+
+def command_line() -> str:
+    """The command that is running, program name without its folder, for provenance records."""
+    return " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -15,7 +15,6 @@ import difflib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import ferkeras
-from ferkeras.config import find_model, read_run_config, run_of_model, write_json_atomic
+from ferkeras.config import command_line, find_model, read_run_config, run_of_model, write_json_atomic
 from ferkeras.data import CLASS_NAMES, Split, load_dataset, train_val_splits
 from ferkeras.errors import FerkerasError
 from ferkeras.model import load_model
@@ -322,7 +321,7 @@ def _metadata(model_path: Path, run_dir: Path | None, artifacts: list[Artifact],
                    "data": options.get("data"), "val_split": options.get("val_split"),
                    "seed": options.get("seed"), "command": run_config.get("command"),
                    "trained": run_config.get("created"), "options": options or None},
-        "export_command": " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
+        "export_command": command_line(),
         "validation": {"images": len(val_split) if val_split is not None else None,
                        "keras_accuracy": keras_accuracy},
         "representative_images": len(representative) if representative is not None else None,

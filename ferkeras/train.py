@@ -26,6 +26,7 @@ from keras import layers
 import ferkeras
 from ferkeras.config import (
     TrainConfig,
+    command_line,
     find_run,
     new_run_dir,
     read_run_config,
@@ -306,7 +307,7 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
             "class_names": list(CLASS_NAMES),
             "versions": library_versions(),
             "devices": [d.name for d in tf.config.list_logical_devices()],
-            "command": " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
+            "command": command_line(),
             "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         })
 

@@ -114,3 +114,10 @@ def test_bad_recipe_is_one_clear_error(tmp_path, content, message):
         (tmp_path / "recipe.json").write_text(content)
     with pytest.raises(FerkerasError, match=message.replace("(", r"\(").replace("[", r"\[")):
         TrainConfig.from_recipe(recipe, {})
+
+
+def test_command_line_names_the_program_without_its_folder(monkeypatch):
+    from ferkeras.config import command_line
+
+    monkeypatch.setattr("sys.argv", ["/home/me/.venv/bin/ferkeras", "train", "--epochs", "3"])
+    assert command_line() == "ferkeras train --epochs 3"
