@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import platform
 import shutil
 import sys
@@ -220,6 +221,23 @@ class BestModel(keras.callbacks.Callback):
             save_model(self.model, self.path)
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, but each backup file is replaced whole.
+
+    Keras writes latest.weights.h5 in place: a kill during the first backup left a corrupt file
+    with no earlier copy to fall back to, and the run could not resume.
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        # Keras insists on the .weights.h5 suffix, so the partial file is named here.
+        partial = os.path.join(self.backup_dir, f".partial-{os.getpid()}.weights.h5")
+        self.model.save_weights(partial, overwrite=True)
+        os.replace(partial, self._weights_path)  # weights first: a kill between re-runs an epoch
+        write_json_atomic(self._training_metadata_path,
+                          {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+
 def read_history(run_dir: str | Path) -> list[dict]:
     """The per-epoch rows of a run (empty before its first epoch ends)."""
     path = Path(run_dir) / "history.json"
@@ -333,7 +351,7 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
                                     profile_batch=0),
         # Last, so an epoch is backed up only once its history row is written: a kill in
         # between re-runs that epoch on resume, and the history keeps every epoch once.
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        AtomicBackupAndRestore(str(run_dir / "backup")),
     ]
     class_weight = (balanced_class_weight(train_split.labels)
                     if config.class_weight == "balanced" else None)

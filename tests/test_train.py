@@ -201,3 +201,25 @@ def test_default_run_learns_the_synthetic_faces(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((Path(tmp_path) / "runs" / "train" / "metrics.json").read_text())
     assert metrics["best_val_accuracy"] >= 0.90, result.stdout
+
+
+def test_a_backup_killed_mid_save_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    from ferkeras.model import build_model
+    from ferkeras.train import AtomicBackupAndRestore
+
+    model = build_model()
+    backup = AtomicBackupAndRestore(str(tmp_path))
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    weights = tmp_path / "latest.weights.h5"
+    before = weights.read_bytes()
+
+    def killed(path, overwrite=True):
+        Path(path).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "save_weights", killed)
+    with pytest.raises(KeyboardInterrupt):
+        backup.on_epoch_end(1)
+    assert weights.read_bytes() == before
+    assert json.loads(Path(backup._training_metadata_path).read_text())["epoch"] == 1
