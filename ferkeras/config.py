@@ -23,6 +23,7 @@ AUGMENT_LEVELS = ("none", "light", "medium", "strong")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
+MIXES = ("none", "mixup", "cutmix")
 STRATEGIES = ("default", "mirrored")
 
 # Epochs when --epochs is not given: the reference's 30 on real data; the synthetic faces
@@ -68,6 +69,12 @@ class TrainConfig:
                              "is replaced by noise")
     warmup_epochs: int = _opt(0, "epochs of linear learning-rate warm-up from 0 to --lr")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy, 0 <= s < 1")
+    mix: str = _opt("none", "mix pairs of training images and their labels: mixup blends whole "
+                            "images, cutmix pastes a patch of one into the other", MIXES)
+    teacher: str | None = _opt(None, "distil from a trained model (run, .keras, SavedModel or "
+                                     ".tflite): the targets blend each label with the teacher's "
+                                     "probabilities for that image")
+    distill: float = _opt(0.5, "with --teacher: the teacher's share of each target, 0 < w <= 1")
     class_weight: str = _opt("none", "balanced weighs classes by inverse frequency", CLASS_WEIGHTS)
     channels: int = _opt(3, "conv input channels: 3 = gray replicated as the reference, or 1")
     seed: int = _opt(0, "seed for the split, shuffling, augmentation and initial weights")
@@ -118,6 +125,7 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "--label-smoothing", "must be in [0, 1)"),
             (0 <= self.erase <= 1, "--erase", "must be in [0, 1]"),
             (self.warmup_epochs >= 0, "--warmup-epochs", "must be >= 0"),
+            (0 < self.distill <= 1, "--distill", "must be in (0, 1]"),
             (self.epochs is None or self.warmup_epochs < self.epochs, "--warmup-epochs",
              "must be fewer than --epochs"),
             (self.channels in (1, 3), "--channels", "must be 1 or 3"),

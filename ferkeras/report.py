@@ -53,6 +53,10 @@ class ReportSettings:
     steps: int = 256  # gradient-ascent steps of activation maximization
     gradcheck_trials: int = 20  # random shapes per gradient check
 
+    def __post_init__(self) -> None:
+        if self.steps < 1:  # found now, not after the saliency maps are made
+            raise FerkerasError(f"--steps {self.steps}: must be at least 1")
+
 
 # ---------------------------------------------------------------------------- document blocks
 

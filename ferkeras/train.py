@@ -74,13 +74,28 @@ def make_augmenter(level: str, seed: int = 0, erase: float = 0.0) -> keras.Seque
     return keras.Sequential(steps, name=f"augment_{level}" + (f"_erase{erase:g}" if erase else ""))
 
 
+def make_mixer(kind: str, seed: int = 0) -> layers.Layer | None:
+    """Keras' MixUp or CutMix layer, at its default strength, for a --mix choice; None for none."""
+    if kind == "mixup":
+        return layers.MixUp(alpha=0.2, seed=seed + 5)
+    if kind == "cutmix":
+        return layers.CutMix(factor=1.0, seed=seed + 5)
+    return None
+
+
 def make_pipeline(split: Split, batch_size: int, augmenter: keras.Sequential | None = None,
-                  shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """A tf.data pipeline of (float32 0-255 images (B,48,48,1), one-hot labels (B,7))."""
+                  shuffle_seed: int | None = None, targets: np.ndarray | None = None,
+                  mixer: layers.Layer | None = None) -> tf.data.Dataset:
+    """A tf.data pipeline of (float32 0-255 images (B,48,48,1), targets (B,7)).
+
+    The targets are the one-hot labels unless given (soft targets, rows summing to 1, as
+    distillation makes); a mixer (make_mixer) mixes images and targets of each batch in pairs.
+    """
     if split.labels is None:
         raise FerkerasError("cannot train or validate on an unlabeled split")
-    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[split.labels]
-    ds = tf.data.Dataset.from_tensor_slices((split.images[..., None], onehot))
+    if targets is None:
+        targets = np.eye(NUM_CLASSES, dtype=np.float32)[split.labels]
+    ds = tf.data.Dataset.from_tensor_slices((split.images[..., None], targets.astype(np.float32)))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -89,6 +104,9 @@ def make_pipeline(split: Split, batch_size: int, augmenter: keras.Sequential | N
         images = tf.cast(images, tf.float32)
         if augmenter is not None:
             images = augmenter(images, training=True)
+        if mixer is not None:
+            mixed = mixer({"images": images, "labels": labels}, training=True)
+            images, labels = mixed["images"], mixed["labels"]
         return images, labels
 
     options = tf.data.Options()
@@ -97,6 +115,30 @@ def make_pipeline(split: Split, batch_size: int, augmenter: keras.Sequential | N
     options.threading.max_intra_op_parallelism = 1
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(options)
+
+
+def distillation_targets(config: TrainConfig, split: Split, echo: Echo = print) -> np.ndarray:
+    """Soft targets (N, 7): each one-hot label blended with the teacher's probabilities.
+
+    The teacher sees each training image once, with its mirror image (flip TTA), before
+    training; the light augmentations (flip, small shifts) hardly change its answer, so the
+    student's targets need no teacher pass per step.
+    """
+    from ferkeras.evaluate import predict
+    from ferkeras.predict import load_runner
+
+    try:
+        teacher = load_runner(config.teacher, config.runs_dir)
+    except FerkerasError as e:
+        raise FerkerasError(f"--teacher {config.teacher}: {e}") from None
+    if len(split) and teacher(split.images[:1]).shape != (1, NUM_CLASSES):
+        raise FerkerasError(f"--teacher {config.teacher}: does not output {NUM_CLASSES} classes")
+    probs = predict(teacher, split.images, tta=True)
+    agreement = float((probs.argmax(1) == split.labels).mean())
+    echo(f"Teacher {teacher.path}: agrees with {agreement:.1%} of the training labels; "
+         f"targets are {1 - config.distill:g} label + {config.distill:g} teacher")
+    onehot = np.eye(NUM_CLASSES)[split.labels]
+    return ((1 - config.distill) * onehot + config.distill * probs).astype(np.float32)
 
 
 def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
@@ -315,6 +357,8 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
         echo(f"Training on {dataset.source} ({dataset.format}): "
              f"{len(train_split):,} train / {len(val_split):,} val images")
 
+    # Before config.json: a bad --teacher must leave no run folder behind.
+    targets = distillation_targets(config, train_split, echo) if config.teacher else None
     if not resuming:
         write_json_atomic(run_dir / "config.json", {
             "options": dataclasses.asdict(config),
@@ -334,7 +378,8 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
 
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     train_ds = make_pipeline(train_split, config.batch_size,
-                             make_augmenter(config.augment, config.seed, config.erase), config.seed)
+                             make_augmenter(config.augment, config.seed, config.erase), config.seed,
+                             targets=targets, mixer=make_mixer(config.mix, config.seed))
     val_ds = make_pipeline(val_split, EVAL_BATCH_SIZE)
 
     with _strategy(config.strategy).scope():

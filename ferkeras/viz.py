@@ -353,6 +353,10 @@ class ActivationMaximizationSettings:
     # map's mean, which a repeated texture maximizes.
     objective: str = "center"
 
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise FerkerasError(f"--steps {self.steps}: must be at least 1")
+
 
 class _SteadyJitter:
     """Shift the image by a fresh random offset each step, undoing the previous one.

@@ -17,7 +17,7 @@ from ferkeras.export import FORMATS, export, run_splits, select_formats
 from ferkeras.predict import KerasRunner, Quantization, TFLiteRunner, dequantize, quantize
 
 FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
-ALL_QUANTIZATIONS = ["none", "float16", "dynamic", "int8"]
+ALL_QUANTIZATIONS = ["none", "float16", "dynamic", "int8", "int16x8"]
 
 
 def snapshot(folder):
@@ -115,6 +115,27 @@ def test_int8_scale_and_zero_point_are_read_recorded_and_applied(exported_synthe
     # A wrong output zero point shifts every probability: they no longer sum to 1.
     runner.output_quantization = Quantization(correct_out.scale, 0, np.int8)
     assert np.abs(runner(val.images[:20]).sum(1) - 1).min() > 0.1
+
+
+def test_int16x8_runs_int16_activations_on_int8_weights(all_formats):
+    from ai_edge_litert.interpreter import Interpreter
+
+    result, _ = all_formats
+    tensors = {}
+    for name in ("int8", "int16x8"):
+        path = (result.rejected or result.out) / FORMATS[name].file
+        tensors[name] = Interpreter(str(path)).get_tensor_details()
+
+    assert "int16" not in {t["dtype"].__name__ for t in tensors["int8"]}
+    # Conv outputs have a batch of 1 (the size before allocation); conv weights, filters first.
+    conv_outputs = [t for t in tensors["int16x8"] if len(t["shape"]) == 4 and t["shape"][0] == 1
+                    and "conv" in t["name"]]
+    assert conv_outputs and {t["dtype"].__name__ for t in conv_outputs} == {"int16"}
+    weights = [t for t in tensors["int16x8"] if len(t["shape"]) == 4 and t["shape"][0] != 1
+               and "conv" in t["name"]]
+    assert weights and {t["dtype"].__name__ for t in weights} == {"int8"}
+    assert (result.rejected or result.out).joinpath("model_int16x8.tflite").stat().st_size < \
+        1.2 * (result.rejected or result.out).joinpath("model_int8.tflite").stat().st_size
 
 
 def test_quantize_and_dequantize_follow_tflite_affine_formula():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_main
 
 from ferkeras.data import Split
 from ferkeras.train import (
@@ -223,3 +224,79 @@ def test_a_backup_killed_mid_save_leaves_the_previous_one_whole(tmp_path, monkey
         backup.on_epoch_end(1)
     assert weights.read_bytes() == before
     assert json.loads(Path(backup._training_metadata_path).read_text())["epoch"] == 1
+
+
+def two_flat_classes(n=32):
+    """Half the faces all 0 (class 0), half all 200 (class 1): mixing shows in every pixel."""
+    images = np.zeros((n, 48, 48), np.uint8)
+    images[n // 2:] = 200
+    return Split(images, np.repeat([0, 1], n // 2).astype(np.int64))
+
+
+def test_mixup_blends_images_and_labels_by_the_same_weight():
+    from ferkeras.train import make_mixer
+
+    images, targets = next(iter(make_pipeline(two_flat_classes(), 32, shuffle_seed=0,
+                                              mixer=make_mixer("mixup", seed=0))))
+    images, targets = images.numpy()[..., 0], targets.numpy()
+    np.testing.assert_allclose(targets.sum(1), 1, atol=1e-6)
+    # A flat image blended with a flat image: 200 times the weight of class 1, everywhere.
+    np.testing.assert_allclose(images.mean(axis=(1, 2)), 200 * targets[:, 1], atol=0.5)
+    assert np.ptp(images, axis=(1, 2)).max() < 1e-3
+    assert ((targets.max(1) > 0.01) & (targets.max(1) < 0.99)).any()  # some pairs really mixed
+    assert make_mixer("none") is None
+
+
+def test_cutmix_pastes_a_patch_and_weighs_labels_by_its_area():
+    from ferkeras.train import make_mixer
+
+    images, targets = next(iter(make_pipeline(two_flat_classes(), 32, shuffle_seed=0,
+                                              mixer=make_mixer("cutmix", seed=0))))
+    images, targets = images.numpy()[..., 0], targets.numpy()
+    assert set(np.unique(images)) <= {0.0, 200.0}  # pasted, never blended
+    np.testing.assert_allclose(targets.sum(1), 1, atol=1e-6)
+    # Keras weighs by the sampled box, before it is clipped and rounded to pixels: a few points off.
+    np.testing.assert_allclose((images == 200).mean(axis=(1, 2)), targets[:, 1], atol=0.06)
+    assert ((targets.max(1) > 0.01) & (targets.max(1) < 0.99)).any()
+
+
+def test_distillation_targets_blend_labels_with_the_teachers_probabilities(trained_synthetic_run):
+    from ferkeras.config import TrainConfig
+    from ferkeras.data import load_dataset
+    from ferkeras.evaluate import predict
+    from ferkeras.model import load_model
+    from ferkeras.train import distillation_targets
+
+    split = load_dataset("synthetic:3000").splits["train"]
+    split = Split(split.images[:200], split.labels[:200])
+    teacher = trained_synthetic_run / "model.keras"
+    probs = predict(load_model(teacher), split.images, tta=True)
+    lines = []
+    for weight in (0.3, 1.0):
+        targets = distillation_targets(TrainConfig(teacher=str(teacher), distill=weight), split,
+                                       echo=lines.append)
+        np.testing.assert_allclose(targets, (1 - weight) * np.eye(7)[split.labels] + weight * probs,
+                                   atol=1e-6)
+    agreement = (probs.argmax(1) == split.labels).mean()
+    assert f"agrees with {agreement:.1%} of the training labels" in lines[0]
+
+
+def test_train_with_a_teacher_and_cutmix_end_to_end(trained_synthetic_run, tmp_path):
+    from ferkeras.config import TrainConfig
+    from ferkeras.train import train
+
+    lines = []
+    run = train(TrainConfig(data="synthetic:600", epochs=1, teacher=str(trained_synthetic_run),
+                            distill=0.5, mix="cutmix", runs_dir=str(tmp_path), name="student"),
+                echo=lines.append)
+    options = json.loads((run / "config.json").read_text())["options"]
+    assert options["teacher"] == str(trained_synthetic_run) and options["mix"] == "cutmix"
+    assert any(line.startswith("Teacher ") for line in lines) and (run / "model.keras").is_file()
+
+
+def test_a_bad_teacher_is_one_line_and_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(["train", "--data", "synthetic:600", "--epochs", "1", "--teacher",
+                             str(tmp_path / "nosuch"), "--runs-dir", str(tmp_path / "runs")],
+                            monkeypatch, capsys)
+    assert code == 2 and err.startswith(f"Error: --teacher {tmp_path / 'nosuch'}: ")
+    assert len(err.strip().splitlines()) == 1 and list((tmp_path / "runs").iterdir()) == []

@@ -171,6 +171,7 @@ def test_saliency_of_image_files_uses_their_class_folders(trained_synthetic_run,
     (["filters", "--filters", "0,96"], "Error: --filters 0,96: filter 96 is outside conv4's 96"),
     (["filters", "--layer", "fc1"], "Error: --layer fc1: not a convolutional layer"),
     (["filters", "--layer", "convv4"], "Error: --layer convv4: no such layer"),
+    (["filters", "--steps", "0"], "Error: --steps 0: must be at least 1"),
     (["history", "nosuch"], "Error: run 'nosuch' not found"),
 ])
 def test_bad_flags_are_one_line_with_exit_code_2(trained_synthetic_run, monkeypatch, capsys,
