@@ -4,8 +4,9 @@
     python bench/accuracy.py --train [--record]      # run the fer2013 recipe first, then export
 
 EXPORT_DIR (default: the repo's exported/) holds what `ferkeras export --tflite` writes. Each
-model in it (keras: model.keras; float32 and int8: TFLite) is evaluated on the split:
-accuracy, accuracy with flip test-time augmentation, and recall per class, side by side.
+model in it (keras: model.keras; float32, int8 and int16x8: TFLite) is evaluated on the split:
+accuracy, accuracy with flip test-time augmentation and with shifts TTA (10 views: the mirror
+image and one-pixel shifts of both), and recall per class, side by side.
 --train trains `ferkeras train --recipe fer2013` on --data, then exports it into EXPORT_DIR.
 --record writes the figures into EXPORT_DIR/metadata.json ("accuracy"), which the CI test
 tests/test_shipped_model.py holds the shipped files to.
@@ -21,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout
 
-ENGINES = ("keras", "float32", "int8")  # export formats: the .keras file and TFLite models
+ENGINES = ("keras", "float32", "int8", "int16x8")  # export formats: .keras and TFLite files
 
 
 def train_and_export(data: str, out: Path, runs_dir: str) -> dict:
@@ -69,6 +70,7 @@ def print_table(figures: dict) -> None:
     print(f"{'':<16}" + "".join(f"{n:>16}" for n in names))
     print(f"{'accuracy':<16}" + "".join(f"{engines[n]['accuracy']:>16.4f}" for n in names))
     print(f"{'  with flip TTA':<16}" + "".join(f"{engines[n]['accuracy_tta']:>16.4f}" for n in names))
+    print(f"{'  shifts TTA':<16}" + "".join(f"{engines[n]['accuracy_tta_shifts']:>16.4f}" for n in names))
     print("recall")
     for label in engines[names[0]]["recall"]:
         print(f"{'  ' + label:<16}" + "".join(f"{engines[n]['recall'][label]:>16.3f}" for n in names))

@@ -117,10 +117,12 @@ def source_options(command):
 @cli.command()
 @source_options
 @click.option("--tta", is_flag=True, help="also test-time augmentation (mean with the mirror image)")
+@click.option("--tta-shifts", is_flag=True, help="TTA over 10 views: the mirror image and one-pixel "
+              "shifts of both (implies --tta)")
 @click.option("--skip-bad", is_flag=True,
               help=TrainConfig.__dataclass_fields__["skip_bad"].metadata["help"])
 def evaluate(run: str | None, data: str | None, split: str | None, out: str | None, runs_dir: str,
-             tta: bool, skip_bad: bool) -> None:
+             tta: bool, tta_shifts: bool, skip_bad: bool) -> None:
     """Accuracy, per-class F1, confusion matrix.
 
     Of RUN (a run name or folder, or a .keras file; default: the latest run), on its validation
@@ -129,7 +131,8 @@ def evaluate(run: str | None, data: str | None, split: str | None, out: str | No
     with quiet_tensorflow_startup():
         from ferkeras import evaluate as evaluation
 
-    evaluation.evaluate(run, data=data, split=split, tta=tta, out=out, runs_dir=runs_dir,
+    tta_method = "shifts" if tta_shifts else "flip" if tta else None
+    evaluation.evaluate(run, data=data, split=split, tta=tta_method, out=out, runs_dir=runs_dir,
                         echo=click.echo, skip_bad=skip_bad)
 
 

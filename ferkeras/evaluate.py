@@ -101,23 +101,57 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
 
 # ---------------------------------------------------------------------------- predictions
 
-def predict(model, images: np.ndarray, tta: bool = False,
+# Test-time augmentation: the views whose probabilities are averaged, and their description.
+TTA_METHODS = {
+    "flip": "mean of the image's and its horizontal mirror's probabilities",
+    "shifts": "mean over 10 views: the image and its 4 one-pixel diagonal shifts, each also mirrored",
+}
+TTA_SHIFTS = ((0, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))  # (rows, columns) in pixels
+
+
+def tta_method(tta: bool | str | None) -> str | None:
+    """The TTA method a tta argument names: True is flip; False, None and "none" are none."""
+    if tta is True:
+        return "flip"
+    if not tta or tta == "none":
+        return None
+    if tta not in TTA_METHODS:
+        raise FerkerasError(f"--tta {tta}: not one of {', '.join(TTA_METHODS)}")
+    return tta
+
+
+def shift_images(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """Shift (N, H, W, ...) images by whole pixels, the gap filled by reflection as in training."""
+    pad = max(abs(rows), abs(columns))
+    if not pad:
+        return images
+    widths = [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (images.ndim - 3)
+    padded = np.pad(images, widths, mode="reflect")
+    height, width = images.shape[1:3]
+    return padded[:, pad - rows:pad - rows + height, pad - columns:pad - columns + width]
+
+
+def predict(model, images: np.ndarray, tta: bool | str | None = False,
             batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
-    """Class probabilities (N, 7) for uint8 images (N, 48, 48); tta averages with the mirror image.
+    """Class probabilities (N, 7) for uint8 images (N, 48, 48), optionally averaged over TTA views.
 
     model: a Keras model, or any callable from images to probabilities (a predict.Runner).
+    tta: False/None/"none"; True or "flip" (the mirror image too); "shifts" (TTA_METHODS).
     """
+    method = tta_method(tta)
     x = as_batch(images)
     if isinstance(model, keras.Model):
         def run(batch):
             return model.predict(batch, batch_size=batch_size, verbose=0)
     else:
         run = model
-    probs = run(x)
-    if tta:
-        # Expressions are left-right symmetric, so the mirrored face is a second, free opinion.
-        probs = (probs + run(x[:, :, ::-1])) / 2
-    return np.asarray(probs, dtype=np.float64)
+    # Expressions are left-right symmetric, so the mirrored face is a second, free opinion;
+    # faces are not centred to the pixel, so small shifts are more (training shifts by 5%).
+    shifts = TTA_SHIFTS if method == "shifts" else TTA_SHIFTS[:1]
+    views = [shift_images(x, *shift) for shift in shifts]
+    if method is not None:
+        views += [view[:, :, ::-1] for view in views]
+    return sum(np.asarray(run(view), dtype=np.float64) for view in views) / len(views)
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -153,11 +187,12 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray,
 
 
 def accuracy_summary(model, split: Split) -> dict:
-    """Accuracy without and with flip TTA, and recall per class, of a model (or runner) on a split."""
+    """Accuracy without and with each TTA, and recall per class, of a model (or runner) on a split."""
     plain = compute_metrics(split.labels, predict(model, split.images))
-    mirrored = compute_metrics(split.labels, predict(model, split.images, tta=True))
+    mirrored = compute_metrics(split.labels, predict(model, split.images, tta="flip"))
+    shifted = compute_metrics(split.labels, predict(model, split.images, tta="shifts"))
     return {"images": len(split), "accuracy": plain["accuracy"],
-            "accuracy_tta": mirrored["accuracy"],
+            "accuracy_tta": mirrored["accuracy"], "accuracy_tta_shifts": shifted["accuracy"],
             "recall": {name: c["recall"] for name, c in plain["per_class"].items()}}
 
 
@@ -225,12 +260,13 @@ def confusion_csv(matrix: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES
 
 
 def evaluate(run: str | os.PathLike | None = None, data: str | None = None, split: str | None = None,
-             tta: bool = False, out: str | os.PathLike | None = None, runs_dir: str = "runs",
+             tta: bool | str | None = False, out: str | os.PathLike | None = None, runs_dir: str = "runs",
              echo: Echo = print, skip_bad: bool = False) -> dict:
     """Evaluate a run's (or .keras file's) model, write metrics JSON, CSVs and figure; return metrics."""
     from ferkeras.model import load_model
     from ferkeras.viz import confusion_figure, save_figure
 
+    method = tta_method(tta)  # a bad method is found before any work
     source = load_source(run, data, split, runs_dir, skip_bad)
     if source.skip_report:
         echo(source.skip_report)
@@ -240,24 +276,23 @@ def evaluate(run: str | os.PathLike | None = None, data: str | None = None, spli
     metrics = compute_metrics(labels, predict(model, source.split.images))
     result = {"model": str(source.model_path), "data": source.data, "split": source.split_name,
               **metrics}
-    if tta:
-        tta_metrics = compute_metrics(labels, predict(model, source.split.images, tta=True))
-        result["tta"] = {"method": "mean of the image's and its horizontal mirror's probabilities",
-                         **tta_metrics}
+    if method:
+        tta_metrics = compute_metrics(labels, predict(model, source.split.images, tta=method))
+        result["tta"] = {"name": method, "method": TTA_METHODS[method], **tta_metrics}
 
     out_dir = Path(out) if out is not None else source.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"confusion_matrix_{source.split_name}"
     paths = [out_dir / f"metrics_{source.split_name}.json"]
     write_json_atomic(paths[0], result)
-    for suffix, found in [("", metrics)] + ([("_tta", result["tta"])] if tta else []):
+    for suffix, found in [("", metrics)] + ([("_tta", result["tta"])] if method else []):
         counts = np.array(found["confusion_matrix"])
         csv_counts = out_dir / f"{stem}{suffix}.csv"
         csv_normalized = out_dir / f"{stem}{suffix}_normalized.csv"
         write_text_atomic(csv_counts, confusion_csv(counts))
         write_text_atomic(csv_normalized, confusion_csv(row_normalize(counts)))
         title = (f"{source.model_path}, {source.split_name} "
-                 f"split{' with flip TTA' if suffix else ''}: accuracy {found['accuracy']:.4f}")
+                 f"split{f' with {method} TTA' if suffix else ''}: accuracy {found['accuracy']:.4f}")
         png = save_figure(confusion_figure(counts, title=title), out_dir / f"{stem}{suffix}.png")
         paths += [csv_counts, csv_normalized, png]
 
@@ -275,6 +310,7 @@ def format_report(result: dict) -> str:
                      f"{m['support']:>9,}")
     lines.append(result["analysis"])
     if "tta" in result:
-        lines.append(f"With flip TTA: accuracy {result['tta']['accuracy']:.4f} "
-                     f"(without: {result['accuracy']:.4f}), macro F1 {result['tta']['macro_f1']:.4f}")
+        tta = result["tta"]
+        lines.append(f"With {tta.get('name', 'flip')} TTA: accuracy {tta['accuracy']:.4f} "
+                     f"(without: {result['accuracy']:.4f}), macro F1 {tta['macro_f1']:.4f}")
     return "\n".join(lines)

@@ -91,6 +91,26 @@ def test_flip_tta_averages_the_image_and_its_mirror():
     np.testing.assert_allclose(predict(model, images, tta=True), (plain + mirrored) / 2, atol=1e-6)
 
 
+def test_shift_tta_averages_ten_views_of_one_pixel_shifts():
+    from ferkeras.evaluate import shift_images
+    from ferkeras.model import build_model
+
+    ramp = np.tile(np.arange(48, dtype=np.uint8), (1, 48, 1))  # pixel value = column
+    shifted = shift_images(ramp, 1, -1)
+    assert shifted.shape == ramp.shape
+    np.testing.assert_array_equal(shifted[0, 5, :4], [1, 2, 3, 4])  # content moved left
+    np.testing.assert_array_equal(shifted[0, 5, -2:], [47, 46])  # the gap mirrors the edge
+    np.testing.assert_array_equal(shift_images(ramp, 0, 0), ramp)
+
+    model = build_model()
+    images = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    views = [shift_images(images, r, c) for r, c in ((0, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))]
+    expected = np.mean([predict(model, v) for v in views + [v[:, :, ::-1] for v in views]], axis=0)
+    np.testing.assert_allclose(predict(model, images, tta="shifts"), expected, atol=1e-6)
+    with pytest.raises(FerkerasError, match="--tta shift: not one of flip, shifts"):
+        predict(model, images, tta="shift")
+
+
 def test_evaluate_reproduces_the_runs_validation_accuracy(trained_synthetic_run, monkeypatch, capsys):
     run = trained_synthetic_run
     train_metrics = (run / "metrics.json").read_text()
@@ -114,6 +134,13 @@ def test_evaluate_reproduces_the_runs_validation_accuracy(trained_synthetic_run,
                         usecols=range(1, 8))
     np.testing.assert_array_equal(counts, result["confusion_matrix"])
     assert not list((run / "viz").glob(".*"))  # no temporary files left behind
+
+    out_dir = run.parent / "shift_tta"
+    code, out, err = run_main(["evaluate", str(run), "--tta-shifts", "--out", str(out_dir)],
+                              monkeypatch, capsys)
+    shifted = json.loads((out_dir / "metrics_val.json").read_text())["tta"]
+    assert code == 0 and shifted["name"] == "shifts" and "10 views" in shifted["method"]
+    assert f"With shifts TTA: accuracy {shifted['accuracy']:.4f}" in out
 
 
 def test_source_on_another_split_and_bad_requests(trained_synthetic_run, tmp_path):

@@ -23,7 +23,7 @@ def test_shipped_files_and_provenance(metadata):
     assert source["seed"] == source["options"]["seed"]
     recorded = metadata["accuracy"]
     assert recorded["split"] == "test" and recorded["images"] == 3589  # PublicTest
-    assert set(recorded["engines"]) == {"keras", "float32", "int8"}
+    assert {"keras", "float32", "int8"} <= set(recorded["engines"]) <= set(metadata["artifacts"])
 
 
 def test_shipped_model_is_as_accurate_as_recorded_on_publictest(metadata, fer2013_dir):
@@ -35,5 +35,5 @@ def test_shipped_model_is_as_accurate_as_recorded_on_publictest(metadata, fer201
     for engine, recorded in metadata["accuracy"]["engines"].items():
         file = EXPORTED / metadata["artifacts"][engine]["file"]
         measured = accuracy_summary(load_runner(file), public_test)
-        for key in ("accuracy", "accuracy_tta"):
+        for key in ("accuracy", "accuracy_tta", "accuracy_tta_shifts"):
             assert measured[key] >= recorded[key] - TOLERANCE, (engine, key, measured[key], recorded[key])
