@@ -72,8 +72,8 @@ class TrainConfig:
     mix: str = _opt("none", "mix pairs of training images and their labels: mixup blends whole "
                             "images, cutmix pastes a patch of one into the other", MIXES)
     teacher: str | None = _opt(None, "distil from a trained model (run, .keras, SavedModel or "
-                                     ".tflite): the targets blend each label with the teacher's "
-                                     "probabilities for that image")
+                                     ".tflite; several, comma-separated, are averaged): the "
+                                     "targets blend each label with the teacher's probabilities")
     distill: float = _opt(0.5, "with --teacher: the teacher's share of each target, 0 < w <= 1")
     class_weight: str = _opt("none", "balanced weighs classes by inverse frequency", CLASS_WEIGHTS)
     channels: int = _opt(3, "conv input channels: 3 = gray replicated as the reference, or 1")

@@ -118,27 +118,33 @@ def make_pipeline(split: Split, batch_size: int, augmenter: keras.Sequential | N
 
 
 def distillation_targets(config: TrainConfig, split: Split, echo: Echo = print) -> np.ndarray:
-    """Soft targets (N, 7): each one-hot label blended with the teacher's probabilities.
+    """Soft targets (N, 7): each one-hot label blended with the teachers' mean probabilities.
 
-    The teacher sees each training image once, with its mirror image (flip TTA), before
+    Each teacher sees each training image once, with its mirror image (flip TTA), before
     training; the light augmentations (flip, small shifts) hardly change its answer, so the
     student's targets need no teacher pass per step.
     """
     from ferkeras.evaluate import predict
     from ferkeras.predict import load_runner
 
-    try:
-        teacher = load_runner(config.teacher, config.runs_dir)
-    except FerkerasError as e:
-        raise FerkerasError(f"--teacher {config.teacher}: {e}") from None
-    if len(split) and teacher(split.images[:1]).shape != (1, NUM_CLASSES):
-        raise FerkerasError(f"--teacher {config.teacher}: does not output {NUM_CLASSES} classes")
-    probs = predict(teacher, split.images, tta=True)
-    agreement = float((probs.argmax(1) == split.labels).mean())
-    echo(f"Teacher {teacher.path}: agrees with {agreement:.1%} of the training labels; "
-         f"targets are {1 - config.distill:g} label + {config.distill:g} teacher")
+    probs = []
+    for name in config.teacher.split(","):
+        try:
+            teacher = load_runner(name.strip(), config.runs_dir)
+        except FerkerasError as e:
+            raise FerkerasError(f"--teacher {config.teacher}: {e}") from None
+        if len(split) and teacher(split.images[:1]).shape != (1, NUM_CLASSES):
+            raise FerkerasError(f"--teacher {config.teacher}: {teacher.path} does not output "
+                                f"{NUM_CLASSES} classes")
+        probs.append(predict(teacher, split.images, tta=True))
+        echo(f"Teacher {teacher.path}: agrees with "
+             f"{np.mean(probs[-1].argmax(1) == split.labels):.1%} of the training labels")
+    mean = np.mean(probs, axis=0)
+    if len(probs) > 1:
+        echo(f"Teachers together: agree with {np.mean(mean.argmax(1) == split.labels):.1%}")
+    echo(f"Targets: {1 - config.distill:g} x label + {config.distill:g} x teacher probabilities")
     onehot = np.eye(NUM_CLASSES)[split.labels]
-    return ((1 - config.distill) * onehot + config.distill * probs).astype(np.float32)
+    return ((1 - config.distill) * onehot + config.distill * mean).astype(np.float32)
 
 
 def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:

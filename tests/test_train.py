@@ -260,11 +260,13 @@ def test_cutmix_pastes_a_patch_and_weighs_labels_by_its_area():
     assert ((targets.max(1) > 0.01) & (targets.max(1) < 0.99)).any()
 
 
-def test_distillation_targets_blend_labels_with_the_teachers_probabilities(trained_synthetic_run):
+def test_distillation_targets_blend_labels_with_the_teachers_probabilities(trained_synthetic_run,
+                                                                        exported_synthetic_run):
     from ferkeras.config import TrainConfig
     from ferkeras.data import load_dataset
     from ferkeras.evaluate import predict
     from ferkeras.model import load_model
+    from ferkeras.predict import TFLiteRunner
     from ferkeras.train import distillation_targets
 
     split = load_dataset("synthetic:3000").splits["train"]
@@ -279,6 +281,15 @@ def test_distillation_targets_blend_labels_with_the_teachers_probabilities(train
                                    atol=1e-6)
     agreement = (probs.argmax(1) == split.labels).mean()
     assert f"agrees with {agreement:.1%} of the training labels" in lines[0]
+
+    # Several teachers: the mean of their probabilities (here the model and its int8 TFLite).
+    int8 = exported_synthetic_run / "model_int8.tflite"
+    int8_probs = predict(TFLiteRunner(int8), split.images, tta=True)
+    assert np.abs(int8_probs - probs).max() > 1e-3  # two teachers that really differ
+    targets = distillation_targets(TrainConfig(teacher=f"{teacher},{int8}", distill=1.0), split,
+                                   echo=lines.append)
+    np.testing.assert_allclose(targets, (probs + int8_probs) / 2, atol=1e-6)
+    assert any(line.startswith("Teachers together: agree with") for line in lines)
 
 
 def test_train_with_a_teacher_and_cutmix_end_to_end(trained_synthetic_run, tmp_path):
