@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "fer2013"))
     parser.add_argument("--split", default="test", help="test = PublicTest (default), train, ...")
     parser.add_argument("--train", action="store_true", help="train the fer2013 recipe and export "
-                        "it into EXPORT_DIR first (about 40 minutes on 2 idle cores)")
+                        "it into EXPORT_DIR first (about 50 minutes on 2 idle cores)")
     parser.add_argument("--runs-dir", default="runs", help="where --train puts its run")
     parser.add_argument("--record", action="store_true",
                         help="write the figures into EXPORT_DIR/metadata.json")
