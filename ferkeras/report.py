@@ -54,8 +54,10 @@ class ReportSettings:
     gradcheck_trials: int = 20  # random shapes per gradient check
 
     def __post_init__(self) -> None:
-        if self.steps < 1:  # found now, not after the saliency maps are made
-            raise FerkerasError(f"--steps {self.steps}: must be at least 1")
+        from ferkeras.viz import ActivationMaximizationSettings
+
+        # Its own check of --steps, made now rather than after the saliency maps.
+        ActivationMaximizationSettings(steps=self.steps)
 
 
 # ---------------------------------------------------------------------------- document blocks
