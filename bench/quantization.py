@@ -42,7 +42,7 @@ def main() -> None:
     from ferkeras.errors import FerkerasError
     from ferkeras.evaluate import predict
     from ferkeras.export import FORMATS as EXPORT_FORMATS
-    from ferkeras.export import convert
+    from ferkeras.export import convert, representative_images
     from ferkeras.model import load_model
     from ferkeras.predict import TFLiteRunner
 
@@ -63,16 +63,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ferkeras-quant-") as tmp:
         for count in (int(c) for c in args.calibration.split(",")):
             for draw in range(args.draws):
-                pick = np.random.default_rng(draw).choice(len(train), count, replace=False)
+                # As `ferkeras export` draws them: draw 0 with 300 images is the shipped file.
+                calibration = representative_images(train.images, count, seed=draw)
                 for name in FORMATS:
                     path = Path(tmp) / f"{name}.tflite"
                     path.write_bytes(convert(export_dir / "saved_model", EXPORT_FORMATS[name],
-                                             train.images[np.sort(pick)]))
+                                             calibration))
                     probs = TFLiteRunner(path)(test.images)
-                    agreement = float(np.mean(probs.argmax(1) == keras_top))
+                    top = probs.argmax(1)
+                    agreement = float(np.mean(top == keras_top))
                     summary.setdefault(name, []).append(agreement)
                     print(f"{name:<9}{count:>12,}{draw:>5}{agreement:>11.2%}"
-                          f"{np.mean(probs.argmax(1) == test.labels):>10.4f}{top_ties(probs).sum():>9}",
+                          f"{np.mean(top == test.labels):>10.4f}{top_ties(probs).sum():>9}",
                           flush=True)
     print()
     for name, values in summary.items():

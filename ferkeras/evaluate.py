@@ -131,6 +131,24 @@ def shift_images(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
     return padded[:, pad - rows:pad - rows + height, pad - columns:pad - columns + width]
 
 
+def view_probabilities(model, images: np.ndarray, shifts=TTA_SHIFTS[:1], mirror: bool = False,
+                       batch_size: int = EVAL_BATCH_SIZE) -> list[np.ndarray]:
+    """Probabilities (N, 7) of each view: each shift of the images, then (mirror) each mirrored.
+
+    model: a Keras model, or any callable from images to probabilities (a predict.Runner).
+    """
+    x = as_batch(images)
+    if isinstance(model, keras.Model):
+        def run(batch):
+            return model.predict(batch, batch_size=batch_size, verbose=0)
+    else:
+        run = model
+    views = [shift_images(x, *shift) for shift in shifts]
+    if mirror:
+        views += [view[:, :, ::-1] for view in views]
+    return [np.asarray(run(view), dtype=np.float64) for view in views]
+
+
 def predict(model, images: np.ndarray, tta: bool | str | None = False,
             batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Class probabilities (N, 7) for uint8 images (N, 48, 48), optionally averaged over TTA views.
@@ -139,19 +157,11 @@ def predict(model, images: np.ndarray, tta: bool | str | None = False,
     tta: False/None/"none"; True or "flip" (the mirror image too); "shifts" (TTA_METHODS).
     """
     method = tta_method(tta)
-    x = as_batch(images)
-    if isinstance(model, keras.Model):
-        def run(batch):
-            return model.predict(batch, batch_size=batch_size, verbose=0)
-    else:
-        run = model
     # Expressions are left-right symmetric, so the mirrored face is a second, free opinion;
     # faces are not centred to the pixel, so small shifts are more (training shifts by 5%).
     shifts = TTA_SHIFTS if method == "shifts" else TTA_SHIFTS[:1]
-    views = [shift_images(x, *shift) for shift in shifts]
-    if method is not None:
-        views += [view[:, :, ::-1] for view in views]
-    return sum(np.asarray(run(view), dtype=np.float64) for view in views) / len(views)
+    return np.mean(view_probabilities(model, images, shifts, mirror=method is not None,
+                                      batch_size=batch_size), axis=0)
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -188,9 +198,11 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray,
 
 def accuracy_summary(model, split: Split) -> dict:
     """Accuracy without and with each TTA, and recall per class, of a model (or runner) on a split."""
-    plain = compute_metrics(split.labels, predict(model, split.images))
-    mirrored = compute_metrics(split.labels, predict(model, split.images, tta="flip"))
-    shifted = compute_metrics(split.labels, predict(model, split.images, tta="shifts"))
+    # Each of the 10 views once: [0] is the image, [len(TTA_SHIFTS)] its mirror.
+    views = view_probabilities(model, split.images, TTA_SHIFTS, mirror=True)
+    plain = compute_metrics(split.labels, views[0])
+    mirrored = compute_metrics(split.labels, (views[0] + views[len(TTA_SHIFTS)]) / 2)
+    shifted = compute_metrics(split.labels, np.mean(views, axis=0))
     return {"images": len(split), "accuracy": plain["accuracy"],
             "accuracy_tta": mirrored["accuracy"], "accuracy_tta_shifts": shifted["accuracy"],
             "recall": {name: c["recall"] for name, c in plain["per_class"].items()}}

@@ -96,6 +96,12 @@ def select_formats(tflite: bool = False, quantize: Iterable[str] | None = None) 
     return [f for name, f in FORMATS.items() if name in chosen]
 
 
+def representative_images(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """count training images (all if fewer) drawn at random by seed, in their order: calibration data."""
+    pick = np.random.default_rng(seed).choice(len(images), min(count, len(images)), replace=False)
+    return images[np.sort(pick)]
+
+
 def convert(saved_model: str | os.PathLike, fmt: Format,
             representative: np.ndarray | None = None) -> bytes:
     """Convert a SavedModel to TFLite bytes in a format; full int8 needs representative uint8 faces."""
@@ -260,10 +266,8 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
     train_split, val_split = run_splits(run_dir) if measure else (None, None)
     representative = None
     if any(f.calibrated for f in formats):
-        seed = read_run_config(run_dir)["options"].get("seed", 0)
-        pick = np.random.default_rng(seed).choice(len(train_split), min(REPRESENTATIVE_IMAGES,
-                                                                        len(train_split)), replace=False)
-        representative = train_split.images[np.sort(pick)]
+        representative = representative_images(train_split.images, REPRESENTATIVE_IMAGES,
+                                                seed=read_run_config(run_dir)["options"].get("seed", 0))
     keras_probs = KerasRunner(model_path, model)(val_split.images) if measure else None
 
     out.mkdir(parents=True, exist_ok=True)
