@@ -1,5 +1,9 @@
 """The reference architecture, its parameter count, and safe loading."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -37,6 +41,24 @@ def test_model_takes_raw_gray_pixels_and_outputs_probabilities():
     rgb = keras.ops.convert_to_numpy(GrayToRGB()(images))
     assert rgb.shape == (4, 48, 48, 3)
     assert np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_gradient_to_the_pixels_logs_no_error():
+    """Saliency maps differentiate through GrayToRGB; with keras.ops.repeat (a Tile) TensorFlow's
+    oneDNN build logged an "E" line, 'oneDNN supports DT_INT32 only ...', on every map."""
+    script = ("import tensorflow as tf\n"
+              "from ferkeras.model import GrayToRGB\n"
+              "x = tf.random.uniform((2, 48, 48, 1))\n"
+              "with tf.GradientTape() as tape:\n"
+              "    tape.watch(x)\n"
+              "    y = tf.reduce_sum(GrayToRGB()(x) ** 2)\n"
+              "grads = tape.gradient(y, x).numpy()\n"
+              "assert abs(grads - 6 * x.numpy()).max() < 1e-5\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "oneDNN supports" not in done.stderr
 
 
 def test_save_and_safe_load_roundtrip(tmp_path):
