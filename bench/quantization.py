@@ -38,15 +38,16 @@ def round_weights_to_int8(model):
     """
     import keras
 
+    from ferkeras.predict import dequantize, quantize
+
     rounded = keras.models.clone_model(model)
     rounded.set_weights(model.get_weights())
     for layer in rounded.layers:
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             kernel = layer.kernel.numpy()
             step = np.abs(kernel.reshape(-1, kernel.shape[-1])).max(0) / 127
-            levels = kernel / np.where(step > 0, step, 1.0)
-            levels = np.sign(levels) * np.floor(np.abs(levels) + 0.5)  # halves away from 0, as TFLite
-            layer.kernel.assign(levels * step)
+            step = np.where(step > 0, step, 1.0)
+            layer.kernel.assign(dequantize(quantize(kernel, step, 0, np.int8), step, 0))
     return rounded
 
 

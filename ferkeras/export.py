@@ -73,7 +73,7 @@ FORMATS = {f.name: f for f in (
            max_accuracy_change=0.5),
     # For when int8 misses its bar: 256 times finer activations for the same int8 weights and
     # size, float I/O, held to int8's bar; a fidelity check more than a deployment format, as
-    # LiteRT has no fast CPU kernels for it (about 57x slower than int8 here).
+    # LiteRT has no fast CPU kernels for it (about 60x slower than int8 here).
     Format("int16x8", "model_int16x8.tflite", optimize=True, int16_activations=True,
            min_agreement=0.99, max_accuracy_change=0.5),
 )}

@@ -120,9 +120,13 @@ class Quantization:
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: type) -> np.ndarray:
-    """q = round(x / scale) + zero_point, clipped to dtype's range: TFLite's affine quantisation."""
+    """q = round(x / scale) + zero_point, clipped to dtype's range: TFLite's affine quantisation.
+
+    scale may be an array (per channel); halves round away from 0, as TFLite rounds them.
+    """
     info = np.iinfo(dtype)
-    q = np.round(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+    steps = np.asarray(x, np.float32) / np.float32(scale)
+    q = np.sign(steps) * np.floor(np.abs(steps) + 0.5) + zero_point
     return np.clip(q, info.min, info.max).astype(dtype)
 
 

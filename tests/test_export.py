@@ -142,6 +142,9 @@ def test_quantize_and_dequantize_follow_tflite_affine_formula():
     q = quantize(np.array([0, 0.4, 127.6, 255, 300]), 1.0, -128, np.int8)
     assert q.dtype == np.int8 and q.tolist() == [-128, -128, 0, 127, 127]
     assert quantize(np.array([0.5, 1.0]), 1 / 256, -128, np.int8).tolist() == [0, 127]
+    # Halves away from 0, as TFLite (numpy's own rounding gives 0, 2, 0, -2); per-channel scales.
+    assert quantize(np.array([0.5, 1.5, -0.5, -2.5]), 1.0, 0, np.int8).tolist() == [1, 2, -1, -3]
+    assert quantize(np.array([[1.0, 1.0]]), np.array([0.5, 0.25]), 0, np.int8).tolist() == [[2, 4]]
     assert dequantize(np.array([-128, 0, 127], np.int8), 1 / 256, -128).tolist() == [0, 0.5, 255 / 256]
 
 
