@@ -10,8 +10,12 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # cli/ installs as ferkeras.cli, never as a top-level module named `cli`.
-    packages=["ferkeras", "ferkeras.cli"],
-    package_dir={"ferkeras": "ferkeras", "ferkeras.cli": "cli"},
+    # exported/ (the shipped model) installs as ferkeras.exported: `--model shipped` needs no repo.
+    packages=["ferkeras", "ferkeras.media", "ferkeras.cli", "ferkeras.exported"],
+    package_dir={"ferkeras": "ferkeras", "ferkeras.cli": "cli", "ferkeras.exported": "exported"},
+    package_data={"ferkeras.exported": ["metadata.json", "model.keras", "*.tflite", "saved_model/*.pb",
+                                        "saved_model/variables/*"]},
+    include_package_data=False,
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<4",
@@ -26,9 +30,13 @@ setup(
         # main package; `ferkeras predict` needs them, so stay on 4.x.
         "opencv-python-headless>=4.8,<5",
         "ai-edge-litert>=2.3,<3",  # runs .tflite files (tf.lite.Interpreter is deprecated)
+        "mtcnn>=1.0,<2",  # --detector mtcnn: its weights ship inside its wheel, no download at run time
+        "scipy>=1.11",  # the face tracker's assignment (linear_sum_assignment)
+        "tqdm>=4.60",  # video progress bars
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6"],
+        "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2"],
+        "compat": ["pandas>=2"],  # only ferkeras.compat's Video.to_pandas and friends need it
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["ferkeras = ferkeras.cli.main:main"]},

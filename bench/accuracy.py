@@ -45,7 +45,7 @@ def measure(export_dir: Path, data: str, split_name: str) -> dict:
     from ferkeras.errors import FerkerasError
     from ferkeras.evaluate import accuracy_summary
     from ferkeras.export import FORMATS
-    from ferkeras.predict import load_runner
+    from ferkeras.runners import load_runner
 
     dataset = load_dataset(data)
     split = dataset.splits.get(split_name)

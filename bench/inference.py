@@ -43,7 +43,7 @@ def worker(engine: str, model: str, images_file: str, threads: int, mode: str) -
         def run(x):
             return np.asarray(net.predict_on_batch(x))
     else:
-        from ferkeras.predict import TFLiteRunner
+        from ferkeras.runners import TFLiteRunner
 
         runner = TFLiteRunner(model, threads=threads)
 

@@ -38,7 +38,7 @@ def round_weights_to_int8(model):
     """
     import keras
 
-    from ferkeras.predict import dequantize, quantize
+    from ferkeras.runners import dequantize, quantize
 
     rounded = keras.models.clone_model(model)
     rounded.set_weights(model.get_weights())
@@ -72,7 +72,7 @@ def main() -> None:
     from ferkeras.export import FORMATS as EXPORT_FORMATS
     from ferkeras.export import convert, representative_images
     from ferkeras.model import load_model
-    from ferkeras.predict import TFLiteRunner
+    from ferkeras.runners import TFLiteRunner
 
     export_dir = Path(args.export_dir)
     try:

@@ -13,6 +13,10 @@ import click
 import ferkeras
 from ferkeras.config import TrainConfig
 from ferkeras.errors import FerkerasError, quiet_stderr
+from ferkeras.media.detect import DETECTORS
+from ferkeras.predict import DEFAULT_TTA
+from ferkeras.runners import TTA_METHODS
+from ferkeras.video import DEFAULT_SMOOTH
 
 # Options that `train --resume` may change; the rest come from the run's config.json.
 RESUME_OVERRIDES = ("epochs", "runs_dir")
@@ -283,25 +287,58 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
 
 
 @cli.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--model", help=".tflite file, .keras file, SavedModel folder or run "
-              "(default: the latest run's best model)")
-@click.option("--json", "as_json", is_flag=True, help="print JSON: box, label, probabilities per face")
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("--camera", type=int, metavar="N", help="analyse camera N (0: the first) instead of files")
+@click.option("--model", help="shipped (the model installed with ferkeras), a .tflite or .keras file, "
+              "a SavedModel folder or a run (default: the latest run, else shipped)")
+@click.option("--detector", type=click.Choice(DETECTORS), default="haar", show_default=True,
+              help="face detector: OpenCV's Haar cascade, or MTCNN (slower, finds more, aligns)")
+@click.option("--no-align", is_flag=True, help="with mtcnn: crop the box as it is, eyes not levelled")
+@click.option("--tta", type=click.Choice(tuple(TTA_METHODS)), default=DEFAULT_TTA, show_default=True,
+              help="test-time augmentation of each face: none, flip (its mirror too), shifts (10 views)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (images: a list; video: JSON lines, "
+              "one record per face per frame)")
 @click.option("--annotate", metavar="OUT", type=click.Path(),
-              help="draw boxes and labels into OUT.jpg, or a folder OUT (one file per image)")
-@click.option("--no-detect", is_flag=True, help="classify each whole image as one face crop")
+              help="draw boxes and labels: OUT.jpg or a folder (images), OUT.mp4 (video)")
+@click.option("--csv", "csv_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="video: one row per face per frame (frame, time, track, box, label, probabilities)")
+@click.option("--every", type=int, metavar="N", help="video: analyse every Nth frame")
+@click.option("--fps", type=float, metavar="F", help="video: analyse about F frames per second")
+@click.option("--max-frames", type=int, metavar="N", help="video: stop after N analysed frames")
+@click.option("--smooth", type=float, default=DEFAULT_SMOOTH, show_default=True, metavar="A",
+              help="video: moving average of each face's probabilities, new = A x frame + (1 - A) x "
+              "old (1: none)")
+@click.option("--no-detect", is_flag=True, help="images: classify each whole image as one face crop")
 @click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
-def predict(images: tuple[str, ...], model: str | None, as_json: bool, annotate: str | None,
-            no_detect: bool, runs_dir: str) -> None:
-    """Label the expression of each face in photos, 48x48 face crops or folders of them."""
-    if model is None or not model.endswith(".tflite"):  # a .tflite model needs no TensorFlow
+def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, detector: str, no_align: bool,
+            tta: str, as_json: bool, annotate: str | None, csv_path: str | None, every: int | None,
+            fps: float | None, max_frames: int | None, smooth: float, no_detect: bool,
+            runs_dir: str) -> None:
+    """Label the expression of each face in photos, folders, a video, a stream URL or a camera."""
+    from ferkeras import predict as prediction
+    from ferkeras.media.frames import video_source
+    from ferkeras.runners import needs_tensorflow
+
+    source = video_source(inputs, camera)
+    if source is None and not inputs:
+        raise click.UsageError("give images, folders, a video or a stream URL, or --camera N")
+    if needs_tensorflow(model, runs_dir) or detector == "mtcnn":
         with quiet_tensorflow_startup():
             import tensorflow  # noqa: F401
-    from ferkeras import predict as prediction
+    recognizer = prediction.FaceRecognizer(model, detector, align=not no_align, tta=tta, runs_dir=runs_dir)
+    click.echo(recognizer.runner.describe(), err=True)
+    if source is None:
+        results = prediction.predict(inputs, recognizer, runs_dir, detect=False if no_detect else None,
+                                     annotate=annotate)
+        click.echo(prediction.to_json(results) if as_json else prediction.format_table(results))
+        return
+    from ferkeras import video
 
-    results = prediction.predict(images, model, runs_dir, detect=False if no_detect else None,
-                                 annotate=annotate)
-    click.echo(prediction.to_json(results) if as_json else prediction.format_table(results))
+    summary = video.predict_video(source, recognizer, every=every, fps=fps, max_frames=max_frames,
+                                  smooth=smooth, csv_path=csv_path,
+                                  json_out=sys.stdout if as_json else None, annotate=annotate,
+                                  progress=sys.stderr.isatty())
+    click.echo(summary.format(), err=as_json)
 
 
 def main() -> None:

@@ -23,9 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ferkeras.config import atomic_path
 from ferkeras.errors import FerkerasError
-
-CLASS_NAMES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-IMAGE_SIZE = 48
+from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
 
 _PIXELS = IMAGE_SIZE * IMAGE_SIZE
 _SYNTHETIC_TRAIN_IMAGES = 8000

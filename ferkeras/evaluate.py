@@ -26,6 +26,7 @@ from ferkeras.config import (
 )
 from ferkeras.data import CLASS_NAMES, Split, as_batch, load_dataset, train_val_splits
 from ferkeras.errors import FerkerasError
+from ferkeras.runners import TTA_METHODS, TTA_SHIFTS, tta_method, tta_views, view_plan
 
 EVAL_BATCH_SIZE = 512
 RUN_VALIDATION = "val"  # the split name that means "the run's own validation data"
@@ -101,41 +102,11 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
 
 # ---------------------------------------------------------------------------- predictions
 
-# Test-time augmentation: the views whose probabilities are averaged, and their description.
-TTA_METHODS = {
-    "flip": "mean of the image's and its horizontal mirror's probabilities",
-    "shifts": "mean over 10 views: the image and its 4 one-pixel diagonal shifts, each also mirrored",
-}
-TTA_SHIFTS = ((0, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))  # (rows, columns) in pixels
-
-
-def tta_method(tta: bool | str | None) -> str | None:
-    """The TTA method a tta argument names: True is flip; False, None and "none" are none."""
-    if tta is True:
-        return "flip"
-    if not tta or tta == "none":
-        return None
-    if tta not in TTA_METHODS:
-        raise FerkerasError(f"--tta {tta}: not one of {', '.join(TTA_METHODS)}")
-    return tta
-
-
-def shift_images(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
-    """Shift (N, H, W, ...) images by whole pixels, the gap filled by reflection as in training."""
-    pad = max(abs(rows), abs(columns))
-    if not pad:
-        return images
-    widths = [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (images.ndim - 3)
-    padded = np.pad(images, widths, mode="reflect")
-    height, width = images.shape[1:3]
-    return padded[:, pad - rows:pad - rows + height, pad - columns:pad - columns + width]
-
-
 def view_probabilities(model, images: np.ndarray, shifts=TTA_SHIFTS[:1], mirror: bool = False,
                        batch_size: int = EVAL_BATCH_SIZE) -> list[np.ndarray]:
     """Probabilities (N, 7) of each view: each shift of the images, then (mirror) each mirrored.
 
-    model: a Keras model, or any callable from images to probabilities (a predict.Runner).
+    model: a Keras model, or any callable from images to probabilities (a runners.Runner).
     """
     x = as_batch(images)
     if isinstance(model, keras.Model):
@@ -143,24 +114,18 @@ def view_probabilities(model, images: np.ndarray, shifts=TTA_SHIFTS[:1], mirror:
             return model.predict(batch, batch_size=batch_size, verbose=0)
     else:
         run = model
-    views = [shift_images(x, *shift) for shift in shifts]
-    if mirror:
-        views += [view[:, :, ::-1] for view in views]
-    return [np.asarray(run(view), dtype=np.float64) for view in views]
+    return [np.asarray(run(view), dtype=np.float64) for view in tta_views(x, shifts, mirror)]
 
 
 def predict(model, images: np.ndarray, tta: bool | str | None = False,
             batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Class probabilities (N, 7) for uint8 images (N, 48, 48), optionally averaged over TTA views.
 
-    model: a Keras model, or any callable from images to probabilities (a predict.Runner).
+    model: a Keras model, or any callable from images to probabilities (a runners.Runner).
     tta: False/None/"none"; True or "flip" (the mirror image too); "shifts" (TTA_METHODS).
     """
-    method = tta_method(tta)
-    # Expressions are left-right symmetric, so the mirrored face is a second, free opinion;
-    # faces are not centred to the pixel, so small shifts are more (training shifts by 5%).
-    shifts = TTA_SHIFTS if method == "shifts" else TTA_SHIFTS[:1]
-    return np.mean(view_probabilities(model, images, shifts, mirror=method is not None,
+    shifts, mirror = view_plan(tta)
+    return np.mean(view_probabilities(model, images, shifts, mirror=mirror,
                                       batch_size=batch_size), axis=0)
 
 

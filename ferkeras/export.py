@@ -28,9 +28,9 @@ import tensorflow as tf
 import ferkeras
 from ferkeras.config import command_line, find_model, read_run_config, run_of_model, write_json_atomic
 from ferkeras.data import CLASS_NAMES, Split, load_dataset, train_val_splits
-from ferkeras.errors import FerkerasError
+from ferkeras.errors import FerkerasError, quiet_stderr
 from ferkeras.model import load_model
-from ferkeras.predict import KerasRunner, SavedModelRunner, TFLiteRunner, quiet_stderr
+from ferkeras.runners import KerasRunner, SavedModelRunner, TFLiteRunner
 
 # TFLite's guide asks for "a few hundred" calibration images; 300 and 1,000 gave the same
 # agreement on FER2013 (and 1,000 took twice as long to convert).

@@ -16,9 +16,8 @@ from keras import layers
 
 from ferkeras.config import atomic_path
 from ferkeras.errors import FerkerasError, first_line
+from ferkeras.spec import IMAGE_SHAPE, NUM_CLASSES
 
-IMAGE_SHAPE = (48, 48, 1)
-NUM_CLASSES = 7
 BLOCK_FILTERS = (24, 48, 96, 96)  # the reference's four conv blocks
 DENSE_UNITS = (192, 96)
 

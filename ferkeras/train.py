@@ -124,8 +124,7 @@ def distillation_targets(config: TrainConfig, split: Split, echo: Echo = print) 
     training; the light augmentations (flip, small shifts) hardly change its answer, so the
     student's targets need no teacher pass per step.
     """
-    from ferkeras.evaluate import predict
-    from ferkeras.predict import load_runner
+    from ferkeras.runners import load_runner
 
     probs = []
     for name in config.teacher.split(","):
@@ -136,7 +135,7 @@ def distillation_targets(config: TrainConfig, split: Split, echo: Echo = print) 
         if len(split) and teacher(split.images[:1]).shape != (1, NUM_CLASSES):
             raise FerkerasError(f"--teacher {config.teacher}: {teacher.path} does not output "
                                 f"{NUM_CLASSES} classes")
-        probs.append(predict(teacher, split.images, tta=True))
+        probs.append(teacher.predict(split.images, tta="flip"))
         echo(f"Teacher {teacher.path}: agrees with "
              f"{np.mean(probs[-1].argmax(1) == split.labels):.1%} of the training labels")
     mean = np.mean(probs, axis=0)

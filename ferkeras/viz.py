@@ -640,7 +640,9 @@ def read_image_files(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, np
     A 48x48 image is a face crop as it is; in a larger photo the largest face that OpenCV's
     detector finds is cropped, as `ferkeras predict` does, else the whole image is used.
     """
-    from ferkeras.predict import crop_face, detect_faces, is_face_crop, read_image, to_gray
+    from ferkeras.media.crop import crop_face, is_face_crop
+    from ferkeras.media.detect import detect_faces
+    from ferkeras.media.images import read_image, to_gray
 
     faces = []
     for path in paths:

@@ -92,8 +92,8 @@ def test_flip_tta_averages_the_image_and_its_mirror():
 
 
 def test_shift_tta_averages_ten_views_of_one_pixel_shifts():
-    from ferkeras.evaluate import shift_images
     from ferkeras.model import build_model
+    from ferkeras.runners import shift_images
 
     ramp = np.tile(np.arange(48, dtype=np.uint8), (1, 48, 1))  # pixel value = column
     shifted = shift_images(ramp, 1, -1)

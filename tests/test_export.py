@@ -14,7 +14,7 @@ from ferkeras.cli.main import cli
 from ferkeras import export as exporting
 from ferkeras.errors import FerkerasError
 from ferkeras.export import FORMATS, export, run_splits, select_formats
-from ferkeras.predict import KerasRunner, Quantization, TFLiteRunner, dequantize, quantize
+from ferkeras.runners import KerasRunner, Quantization, TFLiteRunner, dequantize, quantize
 
 FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
 ALL_QUANTIZATIONS = ["none", "float16", "dynamic", "int8", "int16x8"]

@@ -13,15 +13,9 @@ from PIL import Image
 from ferkeras.data import CLASS_NAMES
 from ferkeras.errors import FerkerasError
 from ferkeras.export import run_splits
-from ferkeras.predict import (
-    KerasRunner,
-    SavedModelRunner,
-    TFLiteRunner,
-    format_table,
-    load_runner,
-    predict,
-    read_image,
-)
+from ferkeras.media.images import read_image
+from ferkeras.predict import DEFAULT_TTA, format_table, predict
+from ferkeras.runners import KerasRunner, SavedModelRunner, TFLiteRunner, load_runner
 
 FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
 # A real photograph that matplotlib ships (not fetched at run time): Grace Hopper's portrait,
@@ -86,7 +80,11 @@ def test_a_48x48_crop_is_classified_as_it_is(exported_synthetic_run, val_faces, 
     model = exported_synthetic_run / "model_float32.tflite"
     [result] = predict([tmp_path / "face.png"], model=model)
     assert result.crop and len(result.faces) == 1 and result.faces[0].box == (0, 0, 48, 48)
-    assert np.allclose(result.faces[0].probabilities, TFLiteRunner(model)(val_faces[:1])[0], atol=1e-6)
+    # predict's default TTA (flip): the mean of the face's and its mirror's probabilities
+    runner = TFLiteRunner(model)
+    expected = (runner(val_faces[:1])[0] + runner(val_faces[:1, :, ::-1])[0]) / 2
+    assert DEFAULT_TTA == "flip"
+    assert np.allclose(result.faces[0].probabilities, expected, atol=1e-6)
     # --no-detect: a whole photo is one face crop, resized to 48x48
     [whole] = predict([GRACE_HOPPER], model=model, detect=False)
     assert whole.crop and whole.faces[0].box == (0, 0, 512, 600)

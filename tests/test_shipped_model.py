@@ -29,7 +29,7 @@ def test_shipped_files_and_provenance(metadata):
 def test_shipped_model_is_as_accurate_as_recorded_on_publictest(metadata, fer2013_dir):
     from ferkeras.data import load_dataset
     from ferkeras.evaluate import accuracy_summary
-    from ferkeras.predict import load_runner
+    from ferkeras.runners import load_runner
 
     public_test = load_dataset(fer2013_dir).splits["test"]
     for engine, recorded in metadata["accuracy"]["engines"].items():

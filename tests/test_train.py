@@ -266,7 +266,7 @@ def test_distillation_targets_blend_labels_with_the_teachers_probabilities(train
     from ferkeras.data import load_dataset
     from ferkeras.evaluate import predict
     from ferkeras.model import load_model
-    from ferkeras.predict import TFLiteRunner
+    from ferkeras.runners import TFLiteRunner
     from ferkeras.train import distillation_targets
 
     split = load_dataset("synthetic:3000").splits["train"]

@@ -189,7 +189,9 @@ def test_history_figure_needs_a_finished_epoch():
 def test_saliency_of_a_photo_explains_its_face_as_predict_crops_it():
     import matplotlib.cbook
 
-    from ferkeras.predict import crop_face, detect_faces, read_image, to_gray
+    from ferkeras.media.crop import crop_face
+    from ferkeras.media.detect import detect_faces
+    from ferkeras.media.images import read_image, to_gray
 
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     images, labels = viz.read_image_files([photo])

@@ -1,0 +1,1 @@
+"""The shipped model, installed with ferkeras as package data: `ferkeras predict --model shipped`."""

@@ -1,0 +1,93 @@
+"""Images in: files, folders, encoded bytes and arrays from the caller's own OpenCV loop, as RGB uint8."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ferkeras.errors import FerkerasError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+COLOR_ORDERS = ("bgr", "rgb")  # how a 3-channel array's channels are ordered; OpenCV gives BGR
+
+
+def image_paths(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files as given, and the image files in each folder (recursively, sorted)."""
+    paths = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                           and p.is_file() and not p.name.startswith("."))
+            if not found:
+                raise FerkerasError(f"{path}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise FerkerasError(f"{path}: no such image file or folder")
+    return paths
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as RGB uint8 (H, W, 3), turned upright by its EXIF orientation."""
+    try:
+        with Image.open(path) as image:
+            return _upright_rgb(image)
+    except FileNotFoundError:
+        raise FerkerasError(f"{path}: no such image file") from None
+    except UnidentifiedImageError:
+        raise FerkerasError(f"{path}: not an image file (Pillow cannot identify it)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise FerkerasError(f"{path}: corrupt or unreadable image: {e}") from None
+
+
+def decode_image(data: bytes, where: str = "image") -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) as RGB uint8 (H, W, 3); where names them in errors."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return _upright_rgb(image)
+    except UnidentifiedImageError:
+        raise FerkerasError(f"{where}: not an image (Pillow cannot identify it)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise FerkerasError(f"{where}: corrupt or unreadable image: {e}") from None
+
+
+def _upright_rgb(image: Image.Image) -> np.ndarray:
+    return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+
+
+def as_rgb(image: np.ndarray, color: str = "bgr") -> np.ndarray:
+    """An array as RGB uint8 (H, W, 3): gray (H, W) or (H, W, 1), or 3/4 channels in `color` order.
+
+    color: "bgr" (OpenCV's frames, the default) or "rgb" (Pillow, matplotlib); a 4th channel
+    (alpha) is dropped. Float arrays must already be 0-255.
+    """
+    if color not in COLOR_ORDERS:
+        raise FerkerasError(f"color {color!r}: must be one of {', '.join(COLOR_ORDERS)}")
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise FerkerasError(f"image array of shape {array.shape}: expected (H, W) gray or "
+                            "(H, W, 3|4) color")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise FerkerasError(f"image array of shape {array.shape} is empty")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number):
+            raise FerkerasError(f"image array of dtype {array.dtype}: expected uint8 pixels")
+        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    array = array[:, :, :3]
+    return np.ascontiguousarray(array[:, :, ::-1] if color == "bgr" else array)
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 -> gray uint8 with ITU-R 601 luma, as Pillow's convert("L") and FER2013."""
+    return np.asarray(Image.fromarray(rgb).convert("L"))

@@ -1,0 +1,237 @@
+"""Expressions through a video, a camera or a stream: frames -> faces -> tracks -> records, written as read.
+
+analyze_video yields one FrameResult per analysed frame: each face's box, track id and
+(optionally smoothed) probabilities. predict_video drives it and writes what the user asked
+for as it goes: CSV rows, JSON lines, an annotated video. Each output goes to a temporary
+name and is renamed when the source ends or Ctrl-C stops it; an error leaves old files whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ferkeras.errors import FerkerasError
+from ferkeras.media.draw import draw_faces
+from ferkeras.media.frames import Frame, VideoSink, VideoSource
+from ferkeras.media.images import as_rgb
+from ferkeras.media.track import IoUTracker, Smoother
+from ferkeras.predict import Face, FaceRecognizer
+
+DEFAULT_SMOOTH = 1.0  # no smoothing unless asked; see bench/smoothing.py for the trade-off
+
+
+@dataclass
+class FrameResult:
+    """One analysed frame: where it is in the source, and its faces (with track ids)."""
+
+    frame: Frame
+    faces: list[Face]
+
+    def records(self) -> list[dict]:
+        """One flat record per face: frame, time_s, track_id, x, y, w, h, label, score, probabilities."""
+        rows = []
+        for face in self.faces:
+            x, y, w, h = face.box
+            rows.append({"frame": self.frame.index, "time_s": round(self.frame.time_s, 4),
+                         "track_id": face.track_id, "x": x, "y": y, "w": w, "h": h,
+                         "label": face.label, "score": face.score,
+                         **{name: float(p) for name, p in zip(face.labels, face.probabilities,
+                                                              strict=True)}})
+        return rows
+
+
+def analyze_video(source: VideoSource, recognizer: FaceRecognizer, smooth: float = DEFAULT_SMOOTH,
+                  tracker: IoUTracker | None = None) -> Iterator[FrameResult]:
+    """Faces of each frame the source yields, each with a track id and probabilities smoothed per track."""
+    tracker = tracker or IoUTracker()
+    smoother = Smoother(smooth)
+    for frame in source:
+        found = recognizer.find(as_rgb(frame.bgr, "bgr"))
+        faces = recognizer.faces(found, recognizer.classify(found.crops))
+        for face, track_id in zip(faces, tracker.update([f.box for f in faces]), strict=True):
+            face.track_id = track_id
+            face.probabilities = smoother.update(track_id, face.probabilities)
+        yield FrameResult(frame, faces)
+
+
+# ---------------------------------------------------------------------------- sinks
+
+class _TextSink:
+    """A text file written through a hidden partial name and renamed over the target on close."""
+
+    def __init__(self, path: str | os.PathLike, flag: str):
+        self.path = Path(path)
+        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.partial, "w", newline="", encoding="utf-8")
+        except OSError as e:
+            raise FerkerasError(f"{flag} {path}: cannot write ({e.strerror})") from None
+
+    def close(self, keep: bool) -> None:
+        """Rename the finished file over the target (keep), or remove it."""
+        self.file.close()
+        if keep:
+            os.replace(self.partial, self.path)
+        else:
+            self.partial.unlink(missing_ok=True)
+
+
+class CSVSink(_TextSink):
+    """One row per face per frame: frame, time_s, track_id, x, y, w, h, label, score, 7 probabilities."""
+
+    def __init__(self, path: str | os.PathLike, labels: tuple[str, ...], flag: str = "--csv"):
+        super().__init__(path, flag)
+        columns = ["frame", "time_s", "track_id", "x", "y", "w", "h", "label", "score", *labels]
+        self.writer = csv.DictWriter(self.file, fieldnames=columns)
+        self.writer.writeheader()
+
+    def write(self, result: FrameResult) -> None:
+        """The frame's faces, as rows."""
+        self.writer.writerows(result.records())
+        self.file.flush()
+
+
+def json_lines(result: FrameResult) -> str:
+    """The frame's faces as JSON lines (one per face), the CSV's records."""
+    return "".join(json.dumps(record) + "\n" for record in result.records())
+
+
+# ---------------------------------------------------------------------------- summary
+
+@dataclass
+class TrackSummary:
+    """One face over the video: how many frames it was seen in, and the share of each expression."""
+
+    track_id: int
+    frames: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dominant(self) -> str:
+        """The expression of most of its frames."""
+        return max(self.counts, key=self.counts.get)
+
+    def shares(self) -> dict[str, float]:
+        """The share of its frames in each expression, largest first."""
+        return {label: count / self.frames
+                for label, count in sorted(self.counts.items(), key=lambda kv: -kv[1])}
+
+
+@dataclass
+class VideoSummary:
+    """What a video run saw: frames analysed, per-track summaries, the files written."""
+
+    source: str
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    tracks: dict[int, TrackSummary] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+
+    def add(self, result: FrameResult) -> None:
+        """Count one analysed frame's faces into their tracks."""
+        self.frames += 1
+        self.faces += len(result.faces)
+        for face in result.faces:
+            track = self.tracks.setdefault(face.track_id, TrackSummary(face.track_id))
+            track.frames += 1
+            track.counts[face.label] = track.counts.get(face.label, 0) + 1
+
+    def to_dict(self) -> dict:
+        """JSON-able summary."""
+        return {"source": self.source, "frames": self.frames, "faces": self.faces,
+                "interrupted": self.interrupted, "written": [str(p) for p in self.written],
+                "tracks": [{"track_id": t.track_id, "frames": t.frames, "dominant": t.dominant,
+                            "shares": t.shares()} for t in self.tracks.values()]}
+
+    def format(self) -> str:
+        """Lines for the user: one per track, its frames, dominant expression and shares."""
+        head = f"{self.source}: {self.frames} frames analysed" + (" (stopped by Ctrl-C)" if self.interrupted
+                                                                   else "")
+        if not self.tracks:
+            return head + ", no face found"
+        lines = [head + f", {len(self.tracks)} face track(s)"]
+        for t in self.tracks.values():
+            shares = ", ".join(f"{label} {share:.0%}" for label, share in t.shares().items())
+            lines.append(f"  track {t.track_id}: {t.frames} frames, mostly {t.dominant} ({shares})")
+        lines += [f"Wrote {path}" for path in self.written]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- the whole run
+
+def predict_video(source: str | os.PathLike | int, recognizer: FaceRecognizer, every: int | None = None,
+                  fps: float | None = None, max_frames: int | None = None,
+                  smooth: float = DEFAULT_SMOOTH, csv_path: str | os.PathLike | None = None,
+                  json_out: io.TextIOBase | None = None, annotate: str | os.PathLike | None = None,
+                  progress: bool = False, on_frame: Callable[[FrameResult], None] | None = None
+                  ) -> VideoSummary:
+    """Analyse a video file, camera index or stream URL, writing the outputs asked for as frames arrive.
+
+    csv_path: CSV rows; json_out: a text stream for JSON lines; annotate: an annotated video at
+    the source's size and the analysed frames' rate. Ctrl-C stops a run and keeps what was
+    written; any other error removes the partial files and leaves older ones as they were.
+    """
+    import time
+
+    Smoother(smooth)  # a bad --smooth is found before any file is opened
+    with VideoSource(source, every, fps, max_frames) as video:
+        summary = VideoSummary(video.name)
+        sinks: list = []
+        keep = False
+        try:
+            table = CSVSink(csv_path, recognizer.labels) if csv_path is not None else None
+            sinks += [table] if table else []
+            movie = (VideoSink(annotate, video.fps / video.every, (video.width, video.height))
+                     if annotate is not None else None)
+            sinks += [movie] if movie else []
+            bar = _progress_bar(video, progress)
+            start = time.perf_counter()
+            try:
+                for result in analyze_video(video, recognizer, smooth):
+                    summary.add(result)
+                    if table:
+                        table.write(result)
+                    if json_out is not None:
+                        json_out.write(json_lines(result))
+                        json_out.flush()
+                    if movie:
+                        rgb = draw_faces(result.frame.bgr[:, :, ::-1], result.faces, bars=True)
+                        movie.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+                    if on_frame:
+                        on_frame(result)
+                    if bar:
+                        bar.update(1)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+            finally:
+                if bar:
+                    bar.close()
+            summary.seconds = time.perf_counter() - start
+            keep = True
+        finally:
+            for sink in sinks:
+                sink.close(keep=keep)
+        summary.written = [sink.path for sink in sinks]
+    return summary
+
+
+def _progress_bar(video: VideoSource, enabled: bool):
+    """tqdm's bar on stderr, in frames and frames/s, or None."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=video.expected_frames, unit="frame", file=sys.stderr, dynamic_ncols=True,
+                desc=Path(video.name).name if not video.live else video.name)
