@@ -1,23 +1,25 @@
-"""What a training run is: its options (one dataclass, the CLI's flags come from it) and its folder.
+"""What a training run is: its options (one dataclass, the CLI's flags come from it), named
+recipes of them, and which of them a resumed run may change.
 
 No TensorFlow here, so the CLI can build its help and check flags before the slow import.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ferkeras.errors import FerkerasError
+
+RUNS_DIR = "runs"  # the folder of run folders unless --runs-dir says otherwise
+# Options that `train --resume` may change; the rest come from the run's config.json.
+RESUME_OVERRIDES = ("epochs", "runs_dir")
 
 AUGMENT_LEVELS = ("none", "light", "medium", "strong")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -82,7 +84,7 @@ class TrainConfig:
     strategy: str = _opt("default", "tf.distribute strategy; mirrored spans all visible GPUs",
                          STRATEGIES)
     name: str = _opt("train", "run name: the run folder is RUNS_DIR/NAME (NAME2, ... if taken)")
-    runs_dir: str = _opt("runs", "folder that holds the run folders")
+    runs_dir: str = _opt(RUNS_DIR, "folder that holds the run folders")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -90,9 +92,7 @@ class TrainConfig:
         known = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise FerkerasError(f"{source}: unknown option '{key}'{hint}")
+                raise FerkerasError(f"{source}: unknown option '{key}'{did_you_mean(key, known)}")
         config = cls(**values)
         config.validate()
         return config
@@ -136,7 +136,7 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                checks.append((False, "--" + f.name.replace("_", "-"),
+                checks.append((False, flag_of(f.name),
                                f"must be one of {', '.join(choices)}"))
         for ok, flag, what in checks:
             if not ok:
@@ -150,110 +150,31 @@ class TrainConfig:
         return DEFAULT_EPOCHS_SYNTHETIC if synthetic else DEFAULT_EPOCHS_REAL
 
 
+def flag_of(option: str) -> str:
+    """The command-line flag of an option name: batch_size -> --batch-size."""
+    return "--" + option.replace("_", "-")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """"; did you mean 'X'?" for the choice closest to a mistyped word, or "" when none is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def resume_options(given: dict[str, Any], recipe: str | None = None) -> dict[str, Any]:
+    """The options given on the command line that a resumed run takes (RESUME_OVERRIDES).
+
+    Any other option, or a recipe, is an error: the run's config.json holds them.
+    """
+    changed = [name for name in given if name not in RESUME_OVERRIDES]
+    if changed or recipe:
+        flags = ", ".join(flag_of(n) for n in changed + ["recipe"] * bool(recipe))
+        raise FerkerasError(f"--resume: {flags} cannot change when resuming "
+                            f"(the run's config.json holds them); only --epochs can")
+    return dict(given)
+
+
 def command_line() -> str:
     """The command that is running, program name without its folder, for provenance records."""
     return " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))
 
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a kill never leaves half a file."""
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text through a temporary file in the same folder and os.replace."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside path to write; rename it over path only if all went well.
-
-    A kill at any moment leaves the previous file whole (at worst a stray hidden .tmp file).
-    A failed write (full disk, unwritable folder) is a FerkerasError naming path.
-    """
-    path = Path(path)
-    try:
-        # The target's suffix last, for writers that insist on it (Keras' .keras).
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    except OSError as e:
-        raise FerkerasError(f"cannot write {path}: {e.strerror or e}") from None
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise FerkerasError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-
-
-def new_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:
-    """Create runs_dir/name, or name2, name3, ... when taken (never reuse a run's folder)."""
-    runs_dir = Path(runs_dir)
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FerkerasError(f"cannot create runs folder {runs_dir}: {e.strerror}") from None
-    for i in range(1, 10_000):
-        candidate = runs_dir / (name if i == 1 else f"{name}{i}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise FerkerasError(f"cannot create run folder {candidate}: {e.strerror}") from None
-    raise FerkerasError(f"{runs_dir}: too many runs named {name}")
-
-
-def find_run(run: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs") -> Path:
-    """Resolve a run given as a folder path or a name in runs_dir; None means the latest run."""
-    runs_dir = Path(runs_dir)
-    if run is None:
-        runs = sorted(runs_dir.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise FerkerasError(f"no runs in {runs_dir}/: train one first with 'ferkeras train'")
-        return runs[-1].parent
-    for candidate in (Path(run), runs_dir / run):
-        if (candidate / "config.json").is_file():
-            return candidate
-    names = sorted(p.parent.name for p in runs_dir.glob("*/config.json"))
-    close = difflib.get_close_matches(str(run), names, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else (
-        f"; runs in {runs_dir}/: {', '.join(names)}" if names else "")
-    raise FerkerasError(f"run '{run}' not found (no config.json in {run} or {runs_dir / run}){hint}")
-
-
-def read_run_config(run_dir: str | os.PathLike) -> dict:
-    """A run's config.json (its options, data, epochs, versions), or a one-line error."""
-    config_file = Path(run_dir) / "config.json"
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError) as e:
-        raise FerkerasError(f"{config_file}: cannot read the run's config ({e})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("options"), dict):
-        raise FerkerasError(f"{config_file}: not a ferkeras run config (no options)")
-    return config
-
-
-def run_of_model(model_path: str | os.PathLike) -> Path | None:
-    """The run folder that a model file sits in (config.json beside it), or None for a bare file."""
-    parent = Path(model_path).parent
-    return parent if (parent / "config.json").is_file() else None
-
-
-def find_model(ref: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs") -> Path:
-    """Resolve a model given as a .keras file, a run (its best model.keras), or None (latest run)."""
-    if ref is not None and str(ref).endswith(".keras"):
-        if not Path(ref).is_file():
-            raise FerkerasError(f"{ref}: no such model file")
-        return Path(ref)
-    run_dir = find_run(ref, runs_dir)
-    model = run_dir / "model.keras"
-    if not model.is_file():
-        raise FerkerasError(f"run {run_dir} has no model.keras yet (no epoch has finished)")
-    return model

@@ -6,6 +6,10 @@ class/*.jpg), and generated synthetic faces. Decoded real data is cached as .npz
 cache_dir(), keyed by the files' paths, sizes and mtimes. Every bad input raises
 FerkerasError naming the file (and 1-based line for CSVs); with skip_bad, bad rows, unreadable
 images and empty class folders are passed over instead and listed in Dataset.skipped.
+
+Past ~400 lines on purpose: its sections (dispatch and splits, CSV, image folders, cache) share
+the label rules, the skip_bad bookkeeping and the cache stamp, and read top to bottom in the
+order a load runs; tests and bench/data_load.py reach its private decoders by this module's name.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ferkeras.config import atomic_path
 from ferkeras.errors import FerkerasError
+from ferkeras.fileio import atomic_path
 from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
 
+EVAL_BATCH_SIZE = 512  # images per inference batch (Keras predict): larger is faster on a CPU
 _PIXELS = IMAGE_SIZE * IMAGE_SIZE
 _SYNTHETIC_TRAIN_IMAGES = 8000
 _SYNTHETIC_TEST_IMAGES = 2000
@@ -90,7 +95,9 @@ def as_batch(images: np.ndarray) -> np.ndarray:
     if batch.ndim == 3:
         batch = batch[..., None]
     if batch.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
-        raise FerkerasError(f"images must be (N, 48, 48) or (N, 48, 48, 1), got {batch.shape}")
+        side = IMAGE_SIZE
+        raise FerkerasError(f"images must be (N, {side}, {side}) or (N, {side}, {side}, 1), "
+                            f"got {batch.shape}")
     return batch
 
 

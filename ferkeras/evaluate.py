@@ -10,25 +10,30 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from ferkeras.config import (
+from ferkeras.config import RUNS_DIR
+from ferkeras.data import EVAL_BATCH_SIZE, Split, as_batch
+from ferkeras.errors import FerkerasError
+from ferkeras.fileio import write_json_atomic, write_text_atomic
+from ferkeras.runners import TTA_METHODS, TTA_SHIFTS, tta_method, tta_views, view_plan
+from ferkeras.runs import (
+    SHIPPED,
     find_model,
+    is_shipped,
+    load_run_data,
     read_run_config,
     run_of_model,
-    write_json_atomic,
-    write_text_atomic,
+    split_as_run,
 )
-from ferkeras.data import CLASS_NAMES, Split, as_batch, load_dataset, train_val_splits
-from ferkeras.errors import FerkerasError
-from ferkeras.runners import TTA_METHODS, TTA_SHIFTS, tta_method, tta_views, view_plan
+from ferkeras.spec import CLASS_NAMES
+from ferkeras.viz.figures import confusion_figure, save_figure
 
-EVAL_BATCH_SIZE = 512
 RUN_VALIDATION = "val"  # the split name that means "the run's own validation data"
 CONFUSED_PAIRS = 3  # pairs named in the generated analysis
 
@@ -56,7 +61,7 @@ class Source:
 
 
 def load_source(run: str | os.PathLike | None = None, data: str | None = None,
-                split: str | None = None, runs_dir: str | os.PathLike = "runs",
+                split: str | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
                 skip_bad: bool = False) -> Source:
     """Resolve RUN (run name/folder, .keras file, or None = latest run) and the images to use.
 
@@ -65,7 +70,7 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
     ("val" = the run's validation data, "train", "test", ...). skip_bad passes over bad rows
     and images of data, as the run's own --skip-bad does for its data.
     """
-    model_path = find_model(run, runs_dir)
+    model_path = find_model(run, runs_dir, shipped_fallback=data is not None)
     # A run's model.keras, or a .keras file inside a run folder (last.keras): the run's config.
     run_dir = run_of_model(model_path)
     options: dict = {}
@@ -76,18 +81,17 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
         if data is None:
             raise FerkerasError(f"{model_path}: a bare model file has no config.json to say what it "
                                 "was trained on; give --data (a FER2013 path, or synthetic)")
-        out_dir = model_path.parent / f"{model_path.stem}_viz"
+        # beside a bare model file; the shipped one sits inside the installed package: here instead
+        out_dir = (Path(f"{SHIPPED}_viz") if is_shipped(model_path)
+                   else model_path.parent / f"{model_path.stem}_viz")
     same_data = data is None or data == options.get("data")
-    source = options.get("data") if data is None else data
     if run_dir is not None and not same_data:
         # Results on other data go to a folder of their own, never over the run's own ones.
-        out_dir = run_dir / "viz" / (Path(str(source)).name.replace(":", "_") or "data")
-    dataset = load_dataset(source, skip_bad=skip_bad or (same_data and options.get("skip_bad", False)))
-    val_option = options.get("val_split", "auto") if same_data else "auto"
-    seed = int(options.get("seed", 0))
+        out_dir = run_dir / "viz" / (Path(str(data)).name.replace(":", "_") or "data")
+    dataset = load_run_data(options, data, skip_bad)
     split_name = split or RUN_VALIDATION
     if split_name == RUN_VALIDATION:
-        _, chosen = train_val_splits(dataset, val_option, seed)
+        _, chosen = split_as_run(dataset, options, same_data)
     else:
         chosen = dataset.splits.get(split_name)
         if chosen is None or chosen.labels is None:
@@ -109,7 +113,9 @@ def view_probabilities(model, images: np.ndarray, shifts=TTA_SHIFTS[:1], mirror:
     model: a Keras model, or any callable from images to probabilities (a runners.Runner).
     """
     x = as_batch(images)
-    if isinstance(model, keras.Model):
+    # A Keras model exists only once keras is imported, so a runner's caller imports no TensorFlow.
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(model, keras.Model):
         def run(batch):
             return model.predict(batch, batch_size=batch_size, verbose=0)
     else:
@@ -237,40 +243,47 @@ def confusion_csv(matrix: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES
 
 
 def evaluate(run: str | os.PathLike | None = None, data: str | None = None, split: str | None = None,
-             tta: bool | str | None = False, out: str | os.PathLike | None = None, runs_dir: str = "runs",
-             echo: Echo = print, skip_bad: bool = False) -> dict:
+             tta: bool | str | None = False, out: str | os.PathLike | None = None,
+             runs_dir: str | os.PathLike = RUNS_DIR, echo: Echo = print, skip_bad: bool = False) -> dict:
     """Evaluate a run's (or .keras file's) model, write metrics JSON, CSVs and figure; return metrics."""
-    from ferkeras.model import load_model
-    from ferkeras.viz import confusion_figure, save_figure
+    from ferkeras.model import load_model  # lazy: TensorFlow
 
     method = tta_method(tta)  # a bad method is found before any work
     source = load_source(run, data, split, runs_dir, skip_bad)
     if source.skip_report:
         echo(source.skip_report)
     echo(f"Evaluating {source.describe()}")
-    model = load_model(source.model_path)
+    return evaluate_source(load_model(source.model_path), source, method,
+                           Path(out) if out is not None else source.out_dir, echo)
+
+
+def evaluate_source(model, source: Source, tta: str | None, out_dir: str | os.PathLike,
+                    echo: Echo = print) -> dict:
+    """Evaluate a loaded model on a source's images (tta: None or a TTA_METHODS name); write
+    metrics_<split>.json, the confusion CSVs and figures into out_dir; return the metrics."""
     labels = source.split.labels
     metrics = compute_metrics(labels, predict(model, source.split.images))
     result = {"model": str(source.model_path), "data": source.data, "split": source.split_name,
               **metrics}
-    if method:
-        tta_metrics = compute_metrics(labels, predict(model, source.split.images, tta=method))
-        result["tta"] = {"name": method, "method": TTA_METHODS[method], **tta_metrics}
+    if tta:
+        tta_metrics = compute_metrics(labels, predict(model, source.split.images, tta=tta))
+        result["tta"] = {"name": tta, "method": TTA_METHODS[tta], **tta_metrics}
 
-    out_dir = Path(out) if out is not None else source.out_dir
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"confusion_matrix_{source.split_name}"
     paths = [out_dir / f"metrics_{source.split_name}.json"]
     write_json_atomic(paths[0], result)
-    for suffix, found in [("", metrics)] + ([("_tta", result["tta"])] if method else []):
+    for suffix, found in [("", metrics)] + ([("_tta", result["tta"])] if tta else []):
         counts = np.array(found["confusion_matrix"])
         csv_counts = out_dir / f"{stem}{suffix}.csv"
         csv_normalized = out_dir / f"{stem}{suffix}_normalized.csv"
         write_text_atomic(csv_counts, confusion_csv(counts))
         write_text_atomic(csv_normalized, confusion_csv(row_normalize(counts)))
         title = (f"{source.model_path}, {source.split_name} "
-                 f"split{f' with {method} TTA' if suffix else ''}: accuracy {found['accuracy']:.4f}")
-        png = save_figure(confusion_figure(counts, title=title), out_dir / f"{stem}{suffix}.png")
+                 f"split{f' with {tta} TTA' if suffix else ''}: accuracy {found['accuracy']:.4f}")
+        png = save_figure(confusion_figure(counts, row_normalize(counts), title=title),
+                          out_dir / f"{stem}{suffix}.png")
         paths += [csv_counts, csv_normalized, png]
 
     echo(format_report(result))

@@ -19,6 +19,7 @@ import numpy as np
 
 BN_EPSILON = 1e-5  # the model's BatchNorm epsilon (PyTorch's default)
 TOLERANCE = 1e-6  # largest relative error accepted in float64
+TRIALS = 20  # random inputs per check
 GRADIENTS = ("dl/dx_hat", "dl/dsigma^2", "dl/dmu", "dl/dx", "dl/dgamma", "dl/dbeta",
              "dL/dz (softmax + cross-entropy)")
 
@@ -186,7 +187,7 @@ def random_softmax_case(rng: np.random.Generator, smooth: float = 0.0) -> tuple[
     return rng.normal(0, 3, (n, k)), labels
 
 
-def gradcheck(trials: int = 20, seed: int = 0, eps: float = BN_EPSILON) -> GradcheckResult:
+def gradcheck(trials: int = TRIALS, seed: int = 0, eps: float = BN_EPSILON) -> GradcheckResult:
     """Compare every closed-form gradient with TensorFlow's autodiff on random float64 inputs."""
     from ferkeras.errors import FerkerasError
 

@@ -14,9 +14,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from ferkeras.config import atomic_path
 from ferkeras.errors import FerkerasError, first_line
-from ferkeras.spec import IMAGE_SHAPE, NUM_CLASSES
+from ferkeras.fileio import atomic_path
+from ferkeras.spec import IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
 
 BLOCK_FILTERS = (24, 48, 96, 96)  # the reference's four conv blocks
 DENSE_UNITS = (192, 96)
@@ -113,5 +113,5 @@ def load_model(path: str | os.PathLike) -> keras.Model:
         raise FerkerasError(f"{path}: not a loadable Keras model ({first_line(e)})") from None
     shape = tuple(model.input_shape[1:])
     if shape[:2] != IMAGE_SHAPE[:2]:
-        raise FerkerasError(f"{path}: model input is {shape}, expected 48x48 images")
+        raise FerkerasError(f"{path}: model input is {shape}, expected {IMAGE_SIZE}x{IMAGE_SIZE} images")
     return model

@@ -14,8 +14,8 @@ invariant in distribution under horizontal flips.
 
 import numpy as np
 
-SIZE = 48
-NUM_CLASSES = 7
+from ferkeras.spec import IMAGE_SIZE, NUM_CLASSES
+
 MASK_RADIUS_PX = 2  # dilation of the drawn features; covers the 1-px blur and anti-aliasing
 CHUNK = 1000  # images rendered at once; bounds the float32 temporaries to ~300 MB
 
@@ -58,7 +58,7 @@ def _dilate(covered: np.ndarray, radius: int) -> np.ndarray:
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             if dy * dy + dx * dx <= radius * radius:
-                out |= padded[:, radius + dy:radius + dy + SIZE, radius + dx:radius + dx + SIZE]
+                out |= padded[:, radius + dy:radius + dy + IMAGE_SIZE, radius + dx:radius + dx + IMAGE_SIZE]
     return out
 
 
@@ -73,8 +73,8 @@ def _draw_params(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.n
     p["lip_raise"] = np.maximum(p["lip_raise"], 0.0)
     p["lip_side"] = rng.choice(np.array([-1.0, 1.0]), n)  # which side of the lip lifts: keeps flip invariance
     # Nuisances, all independent of the label.
-    p["center_x"] = SIZE / 2 + rng.uniform(-5.0, 5.0, n)
-    p["center_y"] = SIZE / 2 + 0.5 + rng.uniform(-5.0, 5.0, n)
+    p["center_x"] = IMAGE_SIZE / 2 + rng.uniform(-5.0, 5.0, n)
+    p["center_y"] = IMAGE_SIZE / 2 + 0.5 + rng.uniform(-5.0, 5.0, n)
     p["scale_px"] = 22.5 * rng.uniform(0.9, 1.1, n)
     p["angle"] = np.deg2rad(rng.uniform(-12.0, 12.0, n))
     # Individual feature layout (where eyes and mouth sit), so that no fixed pixel is a class cue.
@@ -96,7 +96,7 @@ def _draw_params(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.n
 
 def _render(p: dict[str, np.ndarray], noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Render one chunk: float images in [0, 1] and boolean feature masks, both (k, 48, 48)."""
-    rows, cols = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
+    rows, cols = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) + 0.5
     dx, dy = cols - p["center_x"], rows - p["center_y"]
     cos, sin, s = np.cos(p["angle"]), np.sin(p["angle"]), p["scale_px"]
     u = (cos * dx + sin * dy) / s
@@ -146,7 +146,8 @@ def _render(p: dict[str, np.ndarray], noise: np.ndarray) -> tuple[np.ndarray, np
     mask = _dilate(touched, MASK_RADIUS_PX)
 
     # Photometric nuisances: lighting gradient, contrast, a little blur, sensor noise.
-    img *= 1.0 + p["light_x"] * (cols - SIZE / 2) / SIZE * 2 + p["light_y"] * (rows - SIZE / 2) / SIZE * 2
+    img *= (1.0 + p["light_x"] * (cols - IMAGE_SIZE / 2) / IMAGE_SIZE * 2
+            + p["light_y"] * (rows - IMAGE_SIZE / 2) / IMAGE_SIZE * 2)
     img = (img - 0.5) * p["contrast"] + 0.5
     padded = np.pad(img, ((0, 0), (1, 1), (1, 1)), mode="edge")
     vertical = 0.25 * padded[:, :-2] + 0.5 * padded[:, 1:-1] + 0.25 * padded[:, 2:]
@@ -161,11 +162,11 @@ def generate(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % NUM_CLASSES).astype(np.int64)  # balanced, shuffled
     params = _draw_params(labels, rng)
-    images = np.empty((n, SIZE, SIZE), dtype=np.uint8)
-    masks = np.empty((n, SIZE, SIZE), dtype=bool)
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    masks = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
     for start in range(0, n, CHUNK):
         chunk = {k: v[start:start + CHUNK] for k, v in params.items()}
-        noise = rng.standard_normal((len(chunk["skin"]), SIZE, SIZE), dtype=np.float32)
+        noise = rng.standard_normal((len(chunk["skin"]), IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
         img, mask = _render(chunk, noise)
         images[start:start + CHUNK] = np.rint(img * 255.0).astype(np.uint8)
         masks[start:start + CHUNK] = mask

@@ -2,6 +2,9 @@
 
 A run folder holds config.json, history.csv/.json, tensorboard/, model.keras (best by
 validation accuracy), last.keras, metrics.json, and backup/ while a run is unfinished.
+
+Past ~400 lines on purpose: like nanoGPT's train.py, the whole pipeline (input, optimisation,
+callbacks, the fit and its resume) reads top to bottom in one file, in the order data flows.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import math
 import os
 import platform
@@ -25,18 +27,13 @@ import tensorflow as tf
 from keras import layers
 
 import ferkeras
-from ferkeras.config import (
-    TrainConfig,
-    command_line,
-    find_run,
-    new_run_dir,
-    read_run_config,
-    write_json_atomic,
-    write_text_atomic,
-)
-from ferkeras.data import CLASS_NAMES, Split, load_dataset, train_val_splits
+from ferkeras.config import RUNS_DIR, TrainConfig, command_line
+from ferkeras.data import EVAL_BATCH_SIZE, Split, load_dataset, train_val_splits
 from ferkeras.errors import FerkerasError
-from ferkeras.model import NUM_CLASSES, build_model, load_model, save_model
+from ferkeras.fileio import write_json_atomic, write_text_atomic
+from ferkeras.model import build_model, load_model, save_model
+from ferkeras.runs import find_run, new_run_dir, read_history, read_run_config
+from ferkeras.spec import CLASS_NAMES, NUM_CLASSES
 
 # Augmentation levels: (shift as a fraction of the side, rotation in degrees, zoom fraction).
 # All levels above none flip horizontally: expressions are left-right symmetric.
@@ -45,7 +42,6 @@ AUGMENT_STRENGTH = {
     "medium": (0.10, 10.0, 0.10),
     "strong": (0.15, 20.0, 0.20),
 }
-EVAL_BATCH_SIZE = 512  # inference needs no small batches; larger is faster on CPU
 HISTORY_FIELDS = ("epoch", "seconds", "train_seconds", "lr", "loss", "accuracy", "val_loss",
                   "val_accuracy")
 
@@ -285,12 +281,6 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                           {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
-def read_history(run_dir: str | Path) -> list[dict]:
-    """The per-epoch rows of a run (empty before its first epoch ends)."""
-    path = Path(run_dir) / "history.json"
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
 # ---------------------------------------------------------------------------- runs
 
 def library_versions() -> dict[str, str]:
@@ -322,7 +312,7 @@ def train(config: TrainConfig, echo: Echo = print) -> Path:
         raise
 
 
-def resume(run: str, epochs: int | None = None, runs_dir: str = "runs",
+def resume(run: str, epochs: int | None = None, runs_dir: str = RUNS_DIR,
            echo: Echo = print) -> Path:
     """Continue an interrupted run where it stopped; epochs may change the planned total."""
     run_dir = find_run(run, runs_dir)

@@ -1,20 +1,13 @@
-"""Run options and run folders (no TensorFlow needed)."""
+"""Run options, run folders and the files in them (no TensorFlow needed)."""
 
 import json
 
 import pytest
 
-from ferkeras.config import (
-    TrainConfig,
-    find_model,
-    find_run,
-    new_run_dir,
-    read_run_config,
-    run_of_model,
-    write_json_atomic,
-    write_text_atomic,
-)
+from ferkeras.config import TrainConfig, did_you_mean, resume_options
 from ferkeras.errors import FerkerasError
+from ferkeras.fileio import read_json, write_json_atomic, write_text_atomic
+from ferkeras.runs import find_model, find_run, new_run_dir, read_history, read_run_config, run_of_model
 
 
 def test_unknown_option_is_an_error_with_a_suggestion():
@@ -121,3 +114,31 @@ def test_command_line_names_the_program_without_its_folder(monkeypatch):
 
     monkeypatch.setattr("sys.argv", ["/home/me/.venv/bin/ferkeras", "train", "--epochs", "3"])
     assert command_line() == "ferkeras train --epochs 3"
+
+
+def test_resume_takes_only_epochs_and_the_runs_folder():
+    assert resume_options({"epochs": 12, "runs_dir": "elsewhere"}) == {"epochs": 12, "runs_dir": "elsewhere"}
+    assert resume_options({}) == {}
+    with pytest.raises(FerkerasError, match=r"--resume: --lr, --batch-size cannot change when resuming"):
+        resume_options({"lr": 0.1, "epochs": 3, "batch_size": 64})
+    with pytest.raises(FerkerasError, match=r"--resume: --recipe cannot change"):
+        resume_options({"epochs": 3}, recipe="fer2013")
+
+
+def test_did_you_mean_names_the_closest_choice_or_nothing():
+    assert did_you_mean("alpah", ["alpha", "beta"]) == "; did you mean 'alpha'?"
+    assert did_you_mean("zzz", ["alpha", "beta"]) == ""
+
+
+def test_json_files_read_back_with_a_default_or_a_one_line_error(tmp_path):
+    path = tmp_path / "m.json"
+    assert read_json(path, None) is None and read_history(tmp_path) == []
+    path.write_text("{half")
+    assert read_json(path, {}) == {}
+    with pytest.raises(FerkerasError, match=r"m.json: cannot read it \(Expecting"):
+        read_json(path)
+    (tmp_path / "history.json").write_text("[{\"epoch\": 1")
+    with pytest.raises(FerkerasError, match="history.json: cannot read the run's history"):
+        read_history(tmp_path)
+    write_json_atomic(tmp_path / "history.json", [{"epoch": 1}])
+    assert read_history(tmp_path) == [{"epoch": 1}]

@@ -12,8 +12,9 @@ from PIL import Image
 
 import ferkeras
 from ferkeras import data
-from ferkeras.data import CLASS_NAMES, Dataset, Split, load_dataset, train_val_splits
+from ferkeras.data import Dataset, Split, load_dataset, train_val_splits
 from ferkeras.errors import FerkerasError
+from ferkeras.spec import CLASS_NAMES
 
 FER2013 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fer2013"
 USER_CACHE_ENV = os.environ.get("FERKERAS_CACHE_DIR")  # the real-data test keeps the user's cache

@@ -7,7 +7,6 @@ import pytest
 from conftest import run_main
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from ferkeras.data import CLASS_NAMES
 from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import (
     compute_metrics,
@@ -17,6 +16,7 @@ from ferkeras.evaluate import (
     predict,
     row_normalize,
 )
+from ferkeras.spec import CLASS_NAMES
 
 
 def confused_predictions(seed=0, n=700):
@@ -107,7 +107,7 @@ def test_shift_tta_averages_ten_views_of_one_pixel_shifts():
     views = [shift_images(images, r, c) for r, c in ((0, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))]
     expected = np.mean([predict(model, v) for v in views + [v[:, :, ::-1] for v in views]], axis=0)
     np.testing.assert_allclose(predict(model, images, tta="shifts"), expected, atol=1e-6)
-    with pytest.raises(FerkerasError, match="--tta shift: not one of flip, shifts"):
+    with pytest.raises(FerkerasError, match="--tta shift: not one of none, flip, shifts"):
         predict(model, images, tta="shift")
 
 

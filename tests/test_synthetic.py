@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from ferkeras import synthetic
-from ferkeras.synthetic import NUM_CLASSES, SIZE, generate
+from ferkeras.spec import IMAGE_SIZE as SIZE
+from ferkeras.spec import NUM_CLASSES
+from ferkeras.synthetic import generate
 
 N = 2100  # 300 per class; more than one render chunk
 F_999 = 3.74  # 99.9% quantile of F(6, large): chi2(6) 0.999 quantile 22.46 / 6

@@ -14,14 +14,8 @@ import pytest
 from conftest import run_main
 
 from ferkeras.data import Split
-from ferkeras.train import (
-    EpochLog,
-    HistoryFiles,
-    balanced_class_weight,
-    make_augmenter,
-    make_pipeline,
-    read_history,
-)
+from ferkeras.runs import read_history
+from ferkeras.train import EpochLog, HistoryFiles, balanced_class_weight, make_augmenter, make_pipeline
 
 FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
 EPOCH_LINE = re.compile(r"^\[(\d{3})/(\d{3})\] \d+\.\d{2} sec\(s\) Train Acc: [01]\.\d{6} "

@@ -9,6 +9,7 @@ from ferkeras import viz
 from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import load_source, predict
 from ferkeras.model import build_model, load_model
+from ferkeras.viz import workflows
 
 
 @pytest.fixture(scope="module")
@@ -116,18 +117,18 @@ def test_top_activating_images_are_the_strongest(synthetic):
 
 def test_image_choice_and_class_names():
     labels = np.array([0, 1, 2, 2, 2, 3])
-    assert viz.class_index("Fear") == 2 and viz.class_index("6") == 6
+    assert workflows.class_index("Fear") == 2 and workflows.class_index("6") == 6
     with pytest.raises(FerkerasError, match="--class happyy: unknown class; did you mean 'happy'"):
-        viz.class_index("happyy")
-    chosen = viz.pick_images(labels, 2, class_name="fear")
+        workflows.class_index("happyy")
+    chosen = workflows.pick_images(labels, 2, class_name="fear")
     assert len(set(chosen)) == 2 and set(labels[chosen]) == {2}
-    assert viz.pick_images(labels, indices=[5, 0]).tolist() == [5, 0]
+    assert workflows.pick_images(labels, indices=[5, 0]).tolist() == [5, 0]
     with pytest.raises(FerkerasError, match="--n 0: must be at least 1"):
-        viz.pick_images(labels, 0)
+        workflows.pick_images(labels, 0)
     with pytest.raises(FerkerasError, match="--n 4: the val split's class fear has only 3 images"):
-        viz.pick_images(labels, 4, class_name="fear")
+        workflows.pick_images(labels, 4, class_name="fear")
     with pytest.raises(FerkerasError, match=r"--index 6: the val split has 6 images \(0..5\)"):
-        viz.pick_images(labels, indices=[6])
+        workflows.pick_images(labels, indices=[6])
 
 
 def test_viz_commands_end_to_end(trained_synthetic_run, tmp_path, monkeypatch, capsys):
@@ -159,9 +160,9 @@ def test_saliency_of_image_files_uses_their_class_folders(trained_synthetic_run,
         folder.mkdir(parents=True)
         Image.fromarray(source.split.images[i]).resize((96, 96)).save(folder / f"{i}.png")
         paths.append(str(folder / f"{i}.png"))
-    images, labels = viz.read_image_files(paths)
+    images, labels = workflows.read_image_files(paths)
     assert images.shape == (2, 48, 48) and labels.tolist() == [0, 3]
-    path = viz.explain_saliency(str(trained_synthetic_run), image_files=paths, out=tmp_path)
+    path = workflows.explain_saliency(str(trained_synthetic_run), image_files=paths, out=tmp_path)
     assert path == tmp_path / "saliency_vanilla.png" and path.stat().st_size > 10_000
 
 
@@ -194,7 +195,7 @@ def test_saliency_of_a_photo_explains_its_face_as_predict_crops_it():
     from ferkeras.media.images import read_image, to_gray
 
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    images, labels = viz.read_image_files([photo])
+    images, labels = workflows.read_image_files([photo])
     gray = to_gray(read_image(photo))
     (box,) = detect_faces(gray)
     assert labels is None and box[2] < gray.shape[1] / 2  # the face, not the whole photo

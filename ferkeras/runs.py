@@ -1,0 +1,145 @@
+"""Run folders: making one, finding one (or its model) by name, reading what it holds, and
+rebuilding its train/validation split exactly as training made it.
+
+A run folder (runs/<name>/) holds config.json, history.json, model.keras and the rest that
+ferkeras/train.py writes. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ferkeras.config import RUNS_DIR, did_you_mean
+from ferkeras.errors import FerkerasError
+from ferkeras.fileio import read_json
+
+if TYPE_CHECKING:
+    from ferkeras.data import Dataset, Split
+
+SHIPPED = "shipped"  # the model name that means the one installed with the package (exported/)
+
+
+def shipped_dir() -> Path:
+    """The folder of the model that installs with the package (the repo's exported/)."""
+    return Path(str(resources.files("ferkeras.exported")))
+
+
+def is_shipped(path: str | os.PathLike) -> bool:
+    """Whether a model file is one of the shipped model's (so nothing is written beside it)."""
+    return Path(path).resolve().parent == shipped_dir().resolve()
+
+
+def has_runs(runs_dir: str | os.PathLike = RUNS_DIR) -> bool:
+    """Whether runs_dir holds at least one run."""
+    return any(Path(runs_dir).glob("*/config.json"))
+
+
+def new_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:
+    """Create runs_dir/name, or name2, name3, ... when taken (never reuse a run's folder)."""
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FerkerasError(f"cannot create runs folder {runs_dir}: {e.strerror}") from None
+    for i in range(1, 10_000):
+        candidate = runs_dir / (name if i == 1 else f"{name}{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise FerkerasError(f"cannot create run folder {candidate}: {e.strerror}") from None
+    raise FerkerasError(f"{runs_dir}: too many runs named {name}")
+
+
+def find_run(run: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_DIR) -> Path:
+    """Resolve a run given as a folder path or a name in runs_dir; None means the latest run."""
+    runs_dir = Path(runs_dir)
+    if run is None:
+        runs = sorted(runs_dir.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise FerkerasError(f"no runs in {runs_dir}/: train one first with 'ferkeras train' "
+                                f"(or name the model installed with ferkeras: {SHIPPED})")
+        return runs[-1].parent
+    for candidate in (Path(run), runs_dir / run):
+        if (candidate / "config.json").is_file():
+            return candidate
+    names = sorted(p.parent.name for p in runs_dir.glob("*/config.json"))
+    hint = did_you_mean(str(run), names) or (
+        f"; runs in {runs_dir}/: {', '.join(names)}" if names else "")
+    raise FerkerasError(f"run '{run}' not found (no config.json in {run} or {runs_dir / run}){hint}")
+
+
+def find_model(ref: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_DIR,
+               shipped_fallback: bool = False) -> Path:
+    """Resolve a Keras model given as a .keras file, a run (its best model.keras), `shipped`, or
+    None: the latest run, else (shipped_fallback, for commands that only need a model) the
+    shipped model."""
+    if ref is None and shipped_fallback and not has_runs(runs_dir):
+        ref = SHIPPED
+    if ref is not None and str(ref) == SHIPPED:
+        path = shipped_dir() / "model.keras"
+        if not path.is_file():
+            raise FerkerasError(f"the shipped model {path} is missing: reinstall ferkeras")
+        return path
+    if ref is not None and str(ref).endswith(".keras"):
+        if not Path(ref).is_file():
+            raise FerkerasError(f"{ref}: no such model file")
+        return Path(ref)
+    run_dir = find_run(ref, runs_dir)
+    model = run_dir / "model.keras"
+    if not model.is_file():
+        raise FerkerasError(f"run {run_dir} has no model.keras yet (no epoch has finished)")
+    return model
+
+
+def run_of_model(model_path: str | os.PathLike) -> Path | None:
+    """The run folder that a model file sits in (config.json beside it), or None for a bare file."""
+    parent = Path(model_path).parent
+    return parent if (parent / "config.json").is_file() else None
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict:
+    """A run's config.json (its options, data, epochs, versions), or a one-line error."""
+    config_file = Path(run_dir) / "config.json"
+    config = read_json(config_file, what="the run's config")
+    if not isinstance(config, dict) or not isinstance(config.get("options"), dict):
+        raise FerkerasError(f"{config_file}: not a ferkeras run config (no options)")
+    return config
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict]:
+    """The per-epoch rows of a run (empty before its first epoch ends)."""
+    path = Path(run_dir) / "history.json"
+    return read_json(path, what="the run's history") if path.is_file() else []
+
+
+# ---------------------------------------------------------------------------- the run's data
+
+def load_run_data(options: dict, data: str | None = None, skip_bad: bool = False) -> Dataset:
+    """The dataset a run trained on (its options), or data instead; the run's --skip-bad holds
+    for its own data."""
+    from ferkeras.data import load_dataset  # lazy: numpy and Pillow only when data is loaded
+
+    same_data = data is None or data == options.get("data")
+    return load_dataset(options.get("data") if data is None else data,
+                        skip_bad=skip_bad or (same_data and options.get("skip_bad", False)))
+
+
+def split_as_run(dataset: Dataset, options: dict, same_data: bool = True) -> tuple[Split, Split]:
+    """(train, validation) of a dataset as the run's options split its own data (--val-split,
+    --seed); other data is split as auto (its test split, else 25% of train)."""
+    from ferkeras.data import train_val_splits
+
+    val_option = options.get("val_split", "auto") if same_data else "auto"
+    return train_val_splits(dataset, val_option, int(options.get("seed", 0)))
+
+
+def run_splits(run_dir: str | os.PathLike) -> tuple[Split, Split]:
+    """(train, validation) of a run, as its config.json made them: same data, split and seed."""
+    options = read_run_config(run_dir)["options"]
+    return split_as_run(load_run_data(options), options)
