@@ -99,8 +99,8 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.model, args.images_file, args.threads, args.mode)))
         return
 
-    from ferkeras.config import find_run
-    from ferkeras.export import export, run_splits
+    from ferkeras.export import export
+    from ferkeras.runs import find_run, run_splits
 
     run_dir = find_run(args.run, args.runs_dir)
     cores = os.cpu_count() or 1

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ferkeras.config import atomic_path
+from ferkeras.config import RUNS_DIR
 from ferkeras.errors import FerkerasError
+from ferkeras.fileio import atomic_path
 from ferkeras.media.crop import crop_detection, is_face_crop
-from ferkeras.media.detect import Box, Detection, Detector, make_detector
+from ferkeras.media.detect import DETECTORS, Box, Detection, Detector, HaarDetector
 from ferkeras.media.draw import draw_faces
 from ferkeras.media.images import IMAGE_SUFFIXES, as_rgb, image_paths, read_image, to_gray
 from ferkeras.runners import BATCH_SIZE, Runner, load_runner, tta_method
@@ -83,6 +84,19 @@ class ImageResult:
 
 # ---------------------------------------------------------------------------- the recognizer
 
+def make_detector(name: str | Detector = "haar", **options) -> Detector:
+    """A detector by name (haar, mtcnn), with its options; a Detector is returned as it is."""
+    if isinstance(name, Detector):
+        return name
+    if name == "haar":
+        return HaarDetector(**options)
+    if name == "mtcnn":
+        from ferkeras.media.mtcnn import MTCNNDetector  # lazy: it imports TensorFlow
+
+        return MTCNNDetector(**options)
+    raise FerkerasError(f"--detector {name}: not one of {', '.join(DETECTORS)}")
+
+
 @dataclass
 class FoundFaces:
     """What detection gives one image: the detections, their 48x48 crops, and whether it was a crop."""
@@ -102,7 +116,7 @@ class FaceRecognizer:
     """
 
     def __init__(self, model: str | os.PathLike | Runner | None = None, detector: str | Detector = "haar",
-                 align: bool = True, tta: str | None = DEFAULT_TTA, runs_dir: str | os.PathLike = "runs",
+                 align: bool = True, tta: str | None = DEFAULT_TTA, runs_dir: str | os.PathLike = RUNS_DIR,
                  **detector_options):
         self.tta = tta_method(tta) or "none"
         self.runner = model if isinstance(model, Runner) else load_runner(model, runs_dir)
@@ -175,7 +189,7 @@ def predict_images(paths: Sequence[str | os.PathLike], recognizer: FaceRecognize
 
 def predict(inputs: Iterable[str | os.PathLike],
             model: str | os.PathLike | Runner | FaceRecognizer | None = None,
-            runs_dir: str | os.PathLike = "runs", detect: bool | None = None,
+            runs_dir: str | os.PathLike = RUNS_DIR, detect: bool | None = None,
             annotate: str | os.PathLike | None = None, detector: str | Detector = "haar",
             align: bool = True, tta: str | None = DEFAULT_TTA) -> list[ImageResult]:
     """Classify the faces in image files and folders; annotate: an output file (one image) or folder.

@@ -9,23 +9,22 @@ Runner. TensorFlow is imported only for Keras and SavedModel models. Test-time a
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from ferkeras.config import find_model, find_run
+from ferkeras.config import RUNS_DIR
 from ferkeras.data import as_batch
 from ferkeras.errors import FerkerasError, first_line, quiet_stderr
+from ferkeras.fileio import read_json
+from ferkeras.runs import SHIPPED, find_model, has_runs, shipped_dir
 from ferkeras.spec import CLASS_NAMES, IMAGE_SHAPE
 
 BATCH_SIZE = 256  # faces per model call
 
-SHIPPED = "shipped"  # the model name that means the one installed with the package
 SHIPPED_FILE = "model_int8.tflite"  # 0.16 ms a face on one core, no TensorFlow import needed
 
 # Test-time augmentation: the views whose probabilities are averaged, and their description.
@@ -111,8 +110,8 @@ class Runner:
 
     def describe(self) -> str:
         """One line for the user: which model answers, and its recorded accuracy if it has one."""
-        accuracy = _recorded_accuracy(self.path)
-        return f"model: {self.name}" + (f" (PublicTest accuracy {accuracy:.4f})" if accuracy else "")
+        accuracy = recorded_accuracy(self.path)
+        return f"model: {self.name}" + (f" ({accuracy})" if accuracy else "")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -242,17 +241,12 @@ def _quantization(details: dict) -> Quantization | None:
 
 # ---------------------------------------------------------------------------- finding a model
 
-def shipped_dir() -> Path:
-    """The folder of the model that installs with the package (the repo's exported/)."""
-    return Path(str(resources.files("ferkeras.exported")))
-
-
-def needs_tensorflow(model: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs") -> bool:
+def needs_tensorflow(model: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_DIR) -> bool:
     """Whether loading this model imports TensorFlow (all but .tflite files and `shipped`)."""
     return resolve_model(model, runs_dir).suffix != ".tflite"
 
 
-def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs") -> Path:
+def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_DIR) -> Path:
     """The file or folder a model name stands for.
 
     None: the latest run in runs_dir, else (no runs) the shipped model; `shipped`: the shipped
@@ -260,7 +254,7 @@ def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike =
     folder) or a run's best model.keras.
     """
     if model is None:
-        model = SHIPPED if not _has_runs(runs_dir) else None
+        model = SHIPPED if not has_runs(runs_dir) else None
     if str(model) == SHIPPED:
         path = shipped_dir() / SHIPPED_FILE
         if not path.is_file():
@@ -279,7 +273,7 @@ def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike =
     return find_model(model, runs_dir)
 
 
-def load_runner(model: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
+def load_runner(model: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
                 threads: int | None = None) -> Runner:
     """A runner for a model name (see resolve_model): None is the latest run, else the shipped model."""
     path = resolve_model(model, runs_dir)
@@ -294,14 +288,6 @@ def load_runner(model: str | os.PathLike | None = None, runs_dir: str | os.PathL
     return runner
 
 
-def _has_runs(runs_dir: str | os.PathLike) -> bool:
-    try:
-        find_run(None, runs_dir)
-    except FerkerasError:
-        return False
-    return True
-
-
 def _check_shapes(path, input_shape: tuple, output_shape: tuple | None) -> None:
     input_shape = tuple(None if d is None else int(d) for d in input_shape)
     if input_shape != IMAGE_SHAPE:
@@ -313,25 +299,43 @@ def _check_shapes(path, input_shape: tuple, output_shape: tuple | None) -> None:
                             f"({len(CLASS_NAMES)},) class probabilities")
 
 
-def _metadata_beside(path: Path) -> dict:
+def metadata_beside(path: Path) -> dict:
     """The metadata.json that `ferkeras export` writes beside a model, or {}."""
-    try:
-        metadata = json.loads((path.parent / "metadata.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    metadata = read_json(path.parent / "metadata.json", {})
     return metadata if isinstance(metadata, dict) else {}
 
 
 def _labels_beside(path: Path) -> tuple[str, ...]:
     """The labels in the metadata.json beside a model, else CLASS_NAMES."""
-    labels = _metadata_beside(path).get("labels")
+    labels = metadata_beside(path).get("labels")
     return tuple(labels) if isinstance(labels, list) and len(labels) == len(CLASS_NAMES) else CLASS_NAMES
 
 
-def _recorded_accuracy(path: Path) -> float | None:
-    """The accuracy that metadata.json records for this file (bench/accuracy.py --record), if any."""
-    for record in _metadata_beside(path).get("artifacts", {}).values():
-        if isinstance(record, dict) and record.get("file") == path.name:
-            accuracy = (record.get("parity") or {}).get("accuracy")
-            return float(accuracy) if isinstance(accuracy, (int, float)) else None
+def accuracy_record(path: Path) -> dict | None:
+    """What the metadata.json beside a model records of this file's accuracy, or None.
+
+    bench/accuracy.py --record's figures on named data (data, split, images, accuracy,
+    accuracy_tta, ...) come first; else the export's parity check on the run's validation images.
+    """
+    metadata = metadata_beside(path)
+    for engine, artifact in metadata.get("artifacts", {}).items():
+        if not isinstance(artifact, dict) or artifact.get("file") != path.name:
+            continue
+        measured = metadata.get("accuracy") if isinstance(metadata.get("accuracy"), dict) else {}
+        figures = measured.get("engines", {}).get(engine)
+        if isinstance(figures, dict) and isinstance(figures.get("accuracy"), (int, float)):
+            return {"data": measured.get("data"), "split": measured.get("split"), **figures}
+        parity = artifact.get("parity") or {}
+        if isinstance(parity.get("accuracy"), (int, float)):
+            return {"data": "its run's validation images", "split": None, "images": parity.get("images"),
+                    "accuracy": parity["accuracy"]}
     return None
+
+
+def recorded_accuracy(path: Path) -> str | None:
+    """accuracy_record in words: "accuracy 0.6528 on fer2013 test", or None."""
+    record = accuracy_record(path)
+    if record is None:
+        return None
+    where = " ".join(str(part) for part in (record["data"], record["split"]) if part)
+    return f"accuracy {record['accuracy']:.4f} on {where}"

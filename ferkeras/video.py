@@ -8,11 +8,14 @@ name and is renamed when the source ends or Ctrl-C stops it; an error leaves old
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +24,7 @@ import numpy as np
 
 from ferkeras.errors import FerkerasError
 from ferkeras.media.draw import draw_faces
-from ferkeras.media.frames import Frame, VideoSink, VideoSource
+from ferkeras.media.frames import Frame, VideoSink, VideoSource, finish_partial, open_partial
 from ferkeras.media.images import as_rgb
 from ferkeras.media.track import IoUTracker, Smoother
 from ferkeras.predict import Face, FaceRecognizer
@@ -69,21 +72,14 @@ class _TextSink:
     """A text file written through a hidden partial name and renamed over the target on close."""
 
     def __init__(self, path: str | os.PathLike, flag: str):
-        self.path = Path(path)
+        self.path, self.flag = Path(path), flag
         self.partial = self.path.with_name(f".{self.path.name}.partial")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.partial, "w", newline="", encoding="utf-8")
-        except OSError as e:
-            raise FerkerasError(f"{flag} {path}: cannot write ({e.strerror})") from None
+        self.file = open_partial(self.path, self.partial, flag, "w", newline="", encoding="utf-8")
 
-    def close(self, keep: bool) -> None:
-        """Rename the finished file over the target (keep), or remove it."""
+    def close(self, keep: bool) -> bool:
+        """Rename the finished file over the target (keep), or remove it; whether it was kept."""
         self.file.close()
-        if keep:
-            os.replace(self.partial, self.path)
-        else:
-            self.partial.unlink(missing_ok=True)
+        return finish_partial(self.path, self.partial, self.flag, keep)
 
 
 class CSVSink(_TextSink):
@@ -97,8 +93,11 @@ class CSVSink(_TextSink):
 
     def write(self, result: FrameResult) -> None:
         """The frame's faces, as rows."""
-        self.writer.writerows(result.records())
-        self.file.flush()
+        try:
+            self.writer.writerows(result.records())
+            self.file.flush()
+        except OSError as e:  # a full disk, say: named, and the partial file goes on close
+            raise FerkerasError(f"{self.flag} {self.path}: cannot write ({e.strerror})") from None
 
 
 def json_lines(result: FrameResult) -> str:
@@ -135,7 +134,8 @@ class VideoSummary:
     frames: int = 0
     faces: int = 0
     seconds: float = 0.0
-    interrupted: bool = False
+    interrupted: bool = False  # stopped by Ctrl-C
+    reader_closed: bool = False  # stopped because the reader of the JSON lines went away
     tracks: dict[int, TrackSummary] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
 
@@ -151,17 +151,17 @@ class VideoSummary:
     def to_dict(self) -> dict:
         """JSON-able summary."""
         return {"source": self.source, "frames": self.frames, "faces": self.faces,
-                "interrupted": self.interrupted, "written": [str(p) for p in self.written],
+                "interrupted": self.interrupted, "reader_closed": self.reader_closed,
+                "written": [str(p) for p in self.written],
                 "tracks": [{"track_id": t.track_id, "frames": t.frames, "dominant": t.dominant,
                             "shares": t.shares()} for t in self.tracks.values()]}
 
     def format(self) -> str:
         """Lines for the user: one per track, its frames, dominant expression and shares."""
-        head = f"{self.source}: {self.frames} frames analysed" + (" (stopped by Ctrl-C)" if self.interrupted
-                                                                   else "")
-        if not self.tracks:
-            return head + ", no face found"
-        lines = [head + f", {len(self.tracks)} face track(s)"]
+        stopped = (" (stopped by Ctrl-C)" if self.interrupted
+                   else " (stopped: the reader of the JSON lines closed)" if self.reader_closed else "")
+        head = f"{self.source}: {self.frames} frames analysed{stopped}"
+        lines = [head + (f", {len(self.tracks)} face track(s)" if self.tracks else ", no face found")]
         for t in self.tracks.values():
             shares = ", ".join(f"{label} {share:.0%}" for label, share in t.shares().items())
             lines.append(f"  track {t.track_id}: {t.frames} frames, mostly {t.dominant} ({shares})")
@@ -171,24 +171,28 @@ class VideoSummary:
 
 # ---------------------------------------------------------------------------- the whole run
 
-def predict_video(source: str | os.PathLike | int, recognizer: FaceRecognizer, every: int | None = None,
-                  fps: float | None = None, max_frames: int | None = None,
+def predict_video(source: str | os.PathLike | int | VideoSource, recognizer: FaceRecognizer,
+                  every: int | None = None, fps: float | None = None, max_frames: int | None = None,
                   smooth: float = DEFAULT_SMOOTH, csv_path: str | os.PathLike | None = None,
                   json_out: io.TextIOBase | None = None, annotate: str | os.PathLike | None = None,
                   progress: bool = False, on_frame: Callable[[FrameResult], None] | None = None
                   ) -> VideoSummary:
     """Analyse a video file, camera index or stream URL, writing the outputs asked for as frames arrive.
 
+    source: also a VideoSource already opened (it brings its own every, fps and max_frames).
     csv_path: CSV rows; json_out: a text stream for JSON lines; annotate: an annotated video at
-    the source's size and the analysed frames' rate. Ctrl-C stops a run and keeps what was
-    written; any other error removes the partial files and leaves older ones as they were.
+    the source's size and the analysed frames' rate. Ctrl-C stops a run after the frame in hand
+    and keeps what was written, every output ending on that frame; any other error removes the
+    partial files and leaves older ones as they were.
     """
     import time
 
     Smoother(smooth)  # a bad --smooth is found before any file is opened
-    with VideoSource(source, every, fps, max_frames) as video:
+    video = source if isinstance(source, VideoSource) else VideoSource(source, every, fps, max_frames)
+    with video:
         summary = VideoSummary(video.name)
         sinks: list = []
+        kept: list[Path] = []
         keep = False
         try:
             table = CSVSink(csv_path, recognizer.labels) if csv_path is not None else None
@@ -199,21 +203,31 @@ def predict_video(source: str | os.PathLike | int, recognizer: FaceRecognizer, e
             bar = _progress_bar(video, progress)
             start = time.perf_counter()
             try:
-                for result in analyze_video(video, recognizer, smooth):
-                    summary.add(result)
-                    if table:
-                        table.write(result)
-                    if json_out is not None:
-                        json_out.write(json_lines(result))
-                        json_out.flush()
-                    if movie:
-                        rgb = draw_faces(result.frame.bgr[:, :, ::-1], result.faces, bars=True)
-                        movie.write(np.ascontiguousarray(rgb[:, :, ::-1]))
-                    if on_frame:
-                        on_frame(result)
-                    if bar:
-                        bar.update(1)
-            except KeyboardInterrupt:
+                with _ctrl_c_between_frames() as stop_requested:
+                    for result in analyze_video(video, recognizer, smooth):
+                        if json_out is not None:
+                            # first, so that a reader gone (`--json | head`) stops the run before
+                            # this frame reaches the other outputs, which then end together
+                            try:
+                                json_out.write(json_lines(result))
+                                json_out.flush()
+                            except BrokenPipeError:
+                                summary.reader_closed = True
+                                break
+                        summary.add(result)
+                        if table:
+                            table.write(result)
+                        if movie:
+                            rgb = draw_faces(result.frame.bgr[:, :, ::-1], result.faces, bars=True)
+                            movie.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+                        if on_frame:
+                            on_frame(result)
+                        if bar:
+                            bar.update(1)
+                        if stop_requested():
+                            summary.interrupted = True
+                            break
+            except KeyboardInterrupt:  # a second Ctrl-C, or one where no handler could be set
                 summary.interrupted = True
             finally:
                 if bar:
@@ -222,9 +236,36 @@ def predict_video(source: str | os.PathLike | int, recognizer: FaceRecognizer, e
             keep = True
         finally:
             for sink in sinks:
-                sink.close(keep=keep)
-        summary.written = [sink.path for sink in sinks]
+                if sink.close(keep=keep):
+                    kept.append(sink.path)
+        summary.written = kept
     return summary
+
+
+@contextlib.contextmanager
+def _ctrl_c_between_frames() -> Iterator[Callable[[], bool]]:
+    """Make the first Ctrl-C a request to stop after the frame in hand; a second one interrupts at once.
+
+    A KeyboardInterrupt between writing a frame's CSV rows and its video frame would leave the
+    outputs a frame apart. Only Python's own handler is replaced, and only in the main thread
+    (signals go nowhere else); elsewhere Ctrl-C stays a KeyboardInterrupt.
+    """
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if in_main else None
+    if previous is not signal.default_int_handler:
+        yield lambda: False
+        return
+    pressed: list[bool] = []
+
+    def request_stop(signum, frame) -> None:
+        pressed.append(True)
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _progress_bar(video: VideoSource, enabled: bool):

@@ -8,14 +8,15 @@ import sys
 import matplotlib.cbook
 import numpy as np
 import pytest
+from conftest import run_main
 from PIL import Image
 
-from ferkeras.data import CLASS_NAMES
 from ferkeras.errors import FerkerasError
-from ferkeras.export import run_splits
 from ferkeras.media.images import read_image
 from ferkeras.predict import DEFAULT_TTA, format_table, predict
 from ferkeras.runners import KerasRunner, SavedModelRunner, TFLiteRunner, load_runner
+from ferkeras.runs import run_splits
+from ferkeras.spec import CLASS_NAMES
 
 FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
 # A real photograph that matplotlib ships (not fetched at run time): Grace Hopper's portrait,
@@ -102,7 +103,8 @@ def test_a_folder_is_predicted_in_batches_one_record_per_image(exported_syntheti
     names = [r.path.name for r in results]
     assert names == ["crop0.png", "crop1.png", "crop2.png", "grace.jpg", "sky.png"]
     assert [len(r.faces) for r in results] == [1, 1, 1, 1, 0]
-    expected = TFLiteRunner(exported_synthetic_run / "model_int8.tflite")(val_faces[:3])
+    # each face as the runner alone gives it, with predict's TTA
+    expected = TFLiteRunner(exported_synthetic_run / "model_int8.tflite").predict(val_faces[:3], DEFAULT_TTA)
     for result, probs in zip(results[:3], expected, strict=True):
         assert np.allclose(result.faces[0].probabilities, probs)
 
@@ -177,7 +179,9 @@ def test_predict_cli_end_to_end(exported_synthetic_run, tmp_path, no_face_png):
     assert (tmp_path / "drawn" / "grace_hopper.jpg").is_file()
 
     table = run(GRACE_HOPPER, str(no_face_png), "--model", model)
-    assert table.returncode == 0 and table.stderr == ""
+    # one line says which model answered, with the accuracy its export measured
+    assert table.returncode == 0 and table.stderr.startswith(f"model: {model} (accuracy 0.")
+    assert table.stderr.endswith(" on its run's validation images)\n") and table.stderr.count("\n") == 1
     lines = table.stdout.splitlines()
     assert lines[0].split()[:3] == ["image", "face", "box"]
     assert "155," in lines[1] and face["label"] in lines[1]
@@ -186,3 +190,22 @@ def test_predict_cli_end_to_end(exported_synthetic_run, tmp_path, no_face_png):
     missing = run("missing.jpg", "--model", model)
     assert missing.returncode == 2
     assert missing.stderr.strip() == "Error: missing.jpg: no such image file or folder"
+
+
+def test_the_shipped_model_is_the_default_where_there_are_no_runs(tmp_path, monkeypatch, capsys):
+    from ferkeras.runners import SHIPPED_FILE, load_runner, resolve_model
+    from ferkeras.runs import SHIPPED, find_model, shipped_dir
+
+    empty = tmp_path / "runs"
+    assert resolve_model(None, empty) == resolve_model(SHIPPED, empty) == shipped_dir() / SHIPPED_FILE
+    assert load_runner(None, empty).name == f"{SHIPPED} ({SHIPPED_FILE})"
+    # commands that only need a Keras model fall back to the shipped one too; run lookup does not
+    assert find_model(None, empty, shipped_fallback=True) == shipped_dir() / "model.keras"
+    with pytest.raises(FerkerasError, match="no runs in .*name the model installed with ferkeras: shipped"):
+        find_model(None, empty)
+    # and nothing is written into the installed package: figures go to ./shipped_viz
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(["viz", "saliency", "--image", GRACE_HOPPER], monkeypatch, capsys)
+    assert code == 0 and out.strip() == "Wrote shipped_viz/saliency_vanilla.png", err
+    assert (tmp_path / "shipped_viz" / "saliency_vanilla.png").is_file()
+    assert not list(shipped_dir().glob("*_viz"))

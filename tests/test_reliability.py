@@ -32,7 +32,8 @@ from test_data import (
     write_folders,
 )
 
-from ferkeras.train import EpochLog, read_history
+from ferkeras.runs import read_history
+from ferkeras.train import EpochLog
 
 SMALL_RUN = ("--data", "synthetic:200", "--epochs", "2", "--batch-size", "64")
 
@@ -217,7 +218,7 @@ def test_skip_bad_passes_over_unreadable_files_and_empty_folders(tmp_path, ferke
 # ---- bad models and flags --------------------------------------------------------------------
 
 MODEL_PROBLEMS = {  # case: what the message says is wrong
-    "not a model": "not a model (expected .tflite, .keras, a SavedModel folder or a run)",
+    "not a model": "not a model (expected .tflite, .keras, a SavedModel folder, a run or shipped)",
     "text named .keras": "not a .keras model (not a zip archive",
     "truncated .keras": "not a .keras model (not a zip archive",
     "truncated .tflite": "not a TFLite model",
@@ -369,7 +370,9 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, ferkeras, mo
     assert_one_line_error(ferkeras(*args, blocker / "out"), blocker / "out", "Not a directory")
 
 
-def test_a_read_only_output_folder_is_one_line(tmp_path, ferkeras, models):
+def test_a_read_only_output_folder_is_one_line(tmp_path, ferkeras, models, monkeypatch):
+    """A folder of mode 555; root writes into it regardless, so for root the kernel's refusal is
+    injected instead: os.open (under every file the writers create) raises EACCES there."""
     out = tmp_path / "locked"
     out.mkdir()
     out.chmod(0o555)
@@ -377,14 +380,22 @@ def test_a_read_only_output_folder_is_one_line(tmp_path, ferkeras, models):
         (out / "probe").touch()
     except PermissionError:
         pass
-    else:
-        pytest.skip("this user (root) writes into read-only folders; "
-                    "test_an_output_folder_that_cannot_be_made_is_one_line covers the message")
+    else:  # root (CAP_DAC_OVERRIDE): answer as the kernel answers anyone else
+        (out / "probe").unlink()
+        real_open = os.open
+
+        def refusing_open(path, flags, *args, **kwargs):
+            if Path(os.fsdecode(path)).parent == out and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refusing_open)
     try:
         result = ferkeras("evaluate", models / "tiny.keras", "--data", "synthetic:200", "--out", out)
     finally:
         out.chmod(0o755)
     assert_one_line_error(result, f"cannot write {out / 'metrics_val.json'}: Permission denied")
+    assert not list(out.iterdir())  # nothing half-written
 
 
 # ---- reproducibility -------------------------------------------------------------------------

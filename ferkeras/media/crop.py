@@ -1,27 +1,94 @@
-"""48x48 face crops as FER2013's: the detector's box (or the eyes, where landmarks exist) -> gray pixels."""
+"""48x48 face crops as FER2013's: the detector's box, or a square framed by the eyes and mouth.
+
+Where a detector gives landmarks (mtcnn), the crop is a square sized by the eye distance and the
+eye-to-mouth distance, placed where FER2013 puts the eyes and mouth in its 48x48 faces (measured:
+bench/detectors.py), and turned so the eyes are level. Without landmarks (haar), the box as is:
+Haar's boxes already sit on FER2013's frame (measured there too).
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ferkeras.media.detect import Box, Detection
 from ferkeras.spec import IMAGE_SIZE
 
+# FER2013's framing: medians over MTCNN's landmarks of 852 PublicTest faces (bench/detectors.py).
+FACE_UNIT = "mean"  # what the side is measured in (SIDE_UNITS): the least spread in FER2013
+FACE_SIDE = 2.6  # crop side / FACE_UNIT
+EYE_ROW = 0.385  # the eyes' midpoint, down from the crop's top edge, as a fraction of its side
+SIDE_UNITS = {  # face sizes from landmarks: yaw shortens the eye distance, pitch the other
+    "eye-mouth": "the distance from the eyes' midpoint to the mouth's",
+    "eyes": "the distance between the eyes",
+    "mean": "the mean of the two",
+}
 
-def crop_face(gray: np.ndarray, box: Box) -> np.ndarray:
-    """The box of a gray image, resized to 48x48 uint8 as FER2013's faces are."""
+
+def resize_face(crop: np.ndarray) -> np.ndarray:
+    """A gray crop resized to 48x48 uint8: area averaging when shrinking (no aliasing), else linear."""
     import cv2
 
-    x, y, w, h = box
-    crop = gray[max(y, 0):y + h, max(x, 0):x + w]
     shrink = crop.shape[0] > IMAGE_SIZE
     return cv2.resize(crop, (IMAGE_SIZE, IMAGE_SIZE),
                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def crop_face(gray: np.ndarray, box: Box) -> np.ndarray:
+    """The box of a gray image, resized to 48x48 uint8 as FER2013's faces are."""
+    x, y, w, h = box
+    return resize_face(gray[max(y, 0):y + h, max(x, 0):x + w])
+
+
+def landmark_square(landmarks: np.ndarray, align: bool = True, side: float = FACE_SIDE,
+                    eye_row: float = EYE_ROW, unit: str = FACE_UNIT) -> tuple[np.ndarray, float]:
+    """The affine map (2, 3) from the image to a square face crop, and the square's side in pixels.
+
+    landmarks: (5, 2) left eye, right eye, nose, mouth left, mouth right (as seen). align: turn the
+    square so the eyes are level. side, eye_row, unit: the framing (FACE_SIDE, EYE_ROW, FACE_UNIT).
+    """
+    import cv2
+
+    left_eye, right_eye, _, mouth_left, mouth_right = np.asarray(landmarks, np.float64)
+    eyes, mouth = (left_eye + right_eye) / 2, (mouth_left + mouth_right) / 2
+    dx, dy = right_eye - left_eye
+    angle = math.degrees(math.atan2(dy, dx)) if align else 0.0
+    # Turning by +angle (counter-clockwise as seen) about the eyes levels them.
+    matrix = cv2.getRotationMatrix2D((float(eyes[0]), float(eyes[1])), angle, 1.0)
+    eyes_to_mouth = matrix[:, :2] @ (mouth - eyes)  # in the levelled frame
+    lengths = {"eye-mouth": float(np.hypot(*eyes_to_mouth)), "eyes": float(np.hypot(dx, dy))}
+    lengths["mean"] = (lengths["eye-mouth"] + lengths["eyes"]) / 2
+    side_px = max(side * lengths[unit], 1.0)
+    # The square's top-left corner, in the levelled frame: centred on the face's midline
+    # (halfway between the eyes' and the mouth's midpoints), the eyes eye_row down from the top.
+    left = eyes[0] + eyes_to_mouth[0] / 2 - side_px / 2
+    top = eyes[1] - eye_row * side_px
+    matrix[:, 2] -= (left, top)
+    return matrix, side_px
+
+
+def crop_landmarks(gray: np.ndarray, landmarks: np.ndarray, align: bool = True,
+                   side: float = FACE_SIDE, eye_row: float = EYE_ROW, unit: str = FACE_UNIT) -> np.ndarray:
+    """The 48x48 face framed by its landmarks (and levelled, with align): one warp, then resize_face."""
+    import cv2
+
+    matrix, side_px = landmark_square(landmarks, align, side, eye_row, unit)
+    size = max(int(round(side_px)), 1)
+    matrix[:, :] *= size / side_px  # the square fills exactly size x size pixels
+    # The warp is done at the image's own resolution, so shrinking to 48 can average areas; the
+    # border repeats the edge pixels where the square runs off the image.
+    square = cv2.warpAffine(gray, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    return resize_face(square)
+
+
 def crop_detection(gray: np.ndarray, detection: Detection, align: bool = True) -> np.ndarray:
-    """The 48x48 crop of one detection: aligned by its eyes when it has landmarks and align is set."""
-    return crop_face(gray, detection.box)
+    """The 48x48 crop of one detection: framed by its landmarks where it has them (eyes levelled
+    with align), else its box as is."""
+    if detection.landmarks is None:
+        return crop_face(gray, detection.box)
+    return crop_landmarks(gray, detection.landmarks, align)
 
 
 def is_face_crop(image: np.ndarray) -> bool:

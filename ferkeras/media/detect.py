@@ -86,20 +86,7 @@ def _cascade(cascade_file: str | None):
     return cascade
 
 
-def make_detector(name: str | Detector = "haar", **options) -> Detector:
-    """A detector by name (haar, mtcnn), with its options; a Detector is returned as it is."""
-    if isinstance(name, Detector):
-        return name
-    if name == "haar":
-        return HaarDetector(**options)
-    if name == "mtcnn":
-        from ferkeras.media.mtcnn import MTCNNDetector  # lazy: it imports TensorFlow
-
-        return MTCNNDetector(**options)
-    raise FerkerasError(f"--detector {name}: not one of {', '.join(DETECTORS)}")
-
-
 def detect_faces(gray: np.ndarray) -> list[Box]:
     """Frontal faces in a gray uint8 image with the default Haar cascade, left to right."""
     rgb = np.repeat(gray[:, :, None], 3, axis=2)
-    return [d.box for d in make_detector("haar")(rgb, gray)]
+    return [d.box for d in HaarDetector()(rgb, gray)]

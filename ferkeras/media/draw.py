@@ -12,8 +12,19 @@ import numpy as np
 
 BOX_COLOR = (0, 255, 0)  # RGB
 BAR_COLOR = (255, 200, 0)
+BAR_EDGE_COLOR = (150, 150, 150)
+MIN_BAR_WIDTH = 16  # px: the least that still shows a probability at a glance
 TEXT_COLOR = (0, 0, 0)
 PANEL_COLOR = (255, 255, 255)
+
+
+def text_scale(shape: tuple[int, ...]) -> float:
+    """OpenCV font scale for an image: from its size, not the face's, so text stays small beside big faces.
+
+    0.35 (8 px letters) on 320x240, about 0.6 on 640x480, 1.35 on 1080p; never under 0.35, the
+    least at which Hershey letters stay legible.
+    """
+    return max(0.35, min(shape[:2]) / 800)
 
 
 def draw_faces(rgb: np.ndarray, faces: Sequence, bars: bool = False) -> np.ndarray:
@@ -24,40 +35,59 @@ def draw_faces(rgb: np.ndarray, faces: Sequence, bars: bool = False) -> np.ndarr
     import cv2
 
     out = np.ascontiguousarray(rgb.copy())
+    font = cv2.FONT_HERSHEY_SIMPLEX
     thickness = max(1, round(min(out.shape[:2]) / 250))
+    base_scale = text_scale(out.shape)
     for face in faces:
         x, y, w, h = face.box
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), BOX_COLOR, thickness)
         track = f"#{face.track_id} " if getattr(face, "track_id", None) is not None else ""
         text = f"{track}{face.label} {face.score:.2f}"
-        scale = max(0.3, w / 220)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        scale = min(max(base_scale, w / 220), 1.3 * base_scale)  # a little larger on a big face
+        weight = max(1, round(scale * 2))
+        (tw, th), base = cv2.getTextSize(text, font, scale, weight)
         top = y - th - base - 2 if y - th - base - 2 >= 0 else y + h  # above the box, else below
-        cv2.rectangle(out, (x, top), (x + tw + 2, top + th + base + 2), BOX_COLOR, -1)
-        cv2.putText(out, text, (x + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOR,
-                    thickness, cv2.LINE_AA)
+        left = max(0, min(x, out.shape[1] - tw - 3))  # inside the image at its right edge
+        cv2.rectangle(out, (left, top), (left + tw + 2, top + th + base + 2), BOX_COLOR, -1)
+        cv2.putText(out, text, (left + 1, top + th + 1), font, scale, TEXT_COLOR, weight, cv2.LINE_AA)
         if bars:
-            _draw_bars(out, face, thickness)
+            _draw_bars(out, face, base_scale)
     return out
 
 
-def _draw_bars(out: np.ndarray, face, thickness: int) -> None:
-    """The seven probabilities as labelled bars, right of the box (left of it at the right edge)."""
+def _draw_bars(out: np.ndarray, face, scale: float) -> None:
+    """The seven probabilities as labelled bars beside the box: right of it, else left, else on the
+    side with most room (then over the box's edge rather than off the image)."""
     import cv2
 
     x, y, w, h = face.box
-    row = max(10, h // 9)  # one bar per row, 7 rows fill about the box's height
-    scale = row / 30
-    label_width = cv2.getTextSize("surprise", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] + 4
-    width = label_width + max(40, w // 2)
-    left = x + w + 4 if x + w + 4 + width <= out.shape[1] else max(0, x - 4 - width)
-    height = row * len(face.labels) + 4
-    cv2.rectangle(out, (left, y), (left + width, y + height), PANEL_COLOR, -1)
+    image_h, image_w = out.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    weight = max(1, round(scale * 1.5))
+    label_w, label_h = cv2.getTextSize(max(face.labels, key=len), font, scale, weight)[0]
+    pad = max(2, label_h // 3)
+    row = label_h + 2 * pad
+    height = row * len(face.labels) + pad
+    room_right, room_left = image_w - (x + w) - 2 * pad, x - 2 * pad  # beside the box, less a gap
+    names_w = 3 * pad + label_w
+    # bars as wide as the longest name, shorter (down to MIN_BAR_WIDTH) rather than cover the face
+    bar_w = int(np.clip(max(room_right, room_left) - names_w, MIN_BAR_WIDTH, label_w))
+    width = names_w + bar_w
+    on_right = room_right >= width or (room_left < width and room_right >= room_left)
+    left = x + w + pad if on_right else x - pad - width
+    left = min(max(0, left), max(0, image_w - width))
+    top = min(max(0, y), max(0, image_h - height))
+    panel = out[top:top + height, left:left + width]
+    # a translucent panel: the frame stays visible behind the numbers
+    panel[:] = (0.25 * panel + 0.75 * np.array(PANEL_COLOR)).astype(out.dtype)
     for i, (name, p) in enumerate(zip(face.labels, face.probabilities, strict=True)):
-        top = y + 2 + i * row
-        cv2.putText(out, name, (left + 2, top + row - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOR,
-                    1, cv2.LINE_AA)
-        span = int(round(float(p) * (width - label_width - 4)))
+        row_top = top + pad + i * row
+        cv2.putText(out, name, (left + pad, row_top + pad + label_h), font, scale, TEXT_COLOR, weight,
+                    cv2.LINE_AA)
+        bar_left = left + pad + label_w + pad
+        span = int(round(float(np.clip(p, 0, 1)) * bar_w))
+        cv2.rectangle(out, (bar_left, row_top + pad), (bar_left + bar_w, row_top + row - pad),
+                      BAR_EDGE_COLOR, 1)
         if span > 0:
-            cv2.rectangle(out, (left + label_width, top + 2), (left + label_width + span, top + row - 2),
+            cv2.rectangle(out, (bar_left, row_top + pad), (bar_left + span, row_top + row - pad),
                           BAR_COLOR, -1)

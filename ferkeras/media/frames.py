@@ -8,19 +8,25 @@ when closed, so a reader never sees half a file and an interrupted stream keeps 
 
 from __future__ import annotations
 
+import errno
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
-from ferkeras.errors import FerkerasError
+from ferkeras.errors import FerkerasError, quiet_stderr
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 FALLBACK_FPS = 30.0  # what a camera or stream that reports no rate is taken to run at
 SINK_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+# How long a stream URL may take to connect or to send its next frame before it counts as dead
+# (OpenCV's FFmpeg backend waits 30 s by default, which reads as a hang).
+STREAM_TIMEOUT_S = 10.0
 
 
 def is_stream_url(source: str | os.PathLike | int) -> bool:
@@ -66,14 +72,19 @@ class VideoSource:
             if not Path(source).is_file():
                 raise FerkerasError(f"{source}: no such video file")
         self.live = isinstance(source, int) or is_stream_url(str(source))
-        self.capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
-        if not self.capture.isOpened():
+        # OpenCV and FFmpeg log why a source fails straight to file descriptor 2; the one-line
+        # error below says it for the user, so their lines are hidden.
+        with quiet_stderr():
+            self.capture = _open_capture(source, self.live)
+            opened = self.capture.isOpened()
+            ok, first = self.capture.read() if opened else (False, None)
+        self._started = time.monotonic()  # a live source's frame times count from its first frame
+        if not opened:
             self.capture.release()
             what = ("camera does not open (no such device, or it is busy)" if isinstance(source, int)
                     else "stream does not answer (check the URL and that it is live)" if self.live
                     else "not a video OpenCV can read (unknown format, or truncated)")
             raise FerkerasError(f"{self.name}: {what}")
-        ok, first = self.capture.read()
         if not ok or first is None:
             self.capture.release()
             raise FerkerasError(f"{self.name}: no frame could be read (an empty or truncated video, "
@@ -100,16 +111,25 @@ class VideoSource:
         return min(taken, self.max_frames) if self.max_frames else taken
 
     def __iter__(self) -> Iterator[Frame]:
+        # Skipped frames are only grabbed (demuxed and decoded, not converted to BGR); a file's
+        # times come from its frame rate, a live source's from the clock, since cameras and
+        # streams often report a rate they do not keep.
         index, taken, frame = 0, 0, self._first
-        while frame is not None:
-            if index % self.every == 0:
-                yield Frame(index, index / self.fps, frame)
+        while True:
+            if frame is not None:
+                time_s = time.monotonic() - self._started if self.live else index / self.fps
+                yield Frame(index, time_s, frame)
                 taken += 1
                 if self.max_frames is not None and taken >= self.max_frames:
                     return
-            ok, frame = self.capture.read()
-            frame = frame if ok else None
+            if not self.capture.grab():
+                return
             index += 1
+            frame = None
+            if index % self.every == 0:
+                ok, frame = self.capture.retrieve()
+                if not ok:
+                    return
 
     def close(self) -> None:
         """Release the file, camera or stream."""
@@ -138,17 +158,14 @@ class VideoSink:
             raise FerkerasError(f"{flag} {path}: unknown video type {self.path.suffix!r} "
                                 f"(use {', '.join(SINK_CODECS)})")
         self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.partial, "wb"):
-                pass  # fails early, with the file named, on an unwritable folder
-        except OSError as e:
-            raise FerkerasError(f"{flag} {path}: cannot write ({e.strerror})") from None
+        self.flag = flag
+        open_partial(self.path, self.partial, flag, "wb").close()  # fails early, naming the file
         self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*codec), fps, size)
         if not self.writer.isOpened():
             self.partial.unlink(missing_ok=True)
             raise FerkerasError(f"{flag} {path}: OpenCV cannot write {codec} video here")
         self.size = size
+        self.frames = 0
 
     def write(self, bgr: np.ndarray) -> None:
         """Append one frame (resized to the sink's size if it differs)."""
@@ -157,20 +174,58 @@ class VideoSink:
 
             bgr = cv2.resize(bgr, self.size)
         self.writer.write(bgr)
+        self.frames += 1
 
-    def close(self, keep: bool = True) -> None:
-        """Finish the file and rename it over the target (keep), or remove it."""
+    def close(self, keep: bool = True) -> bool:
+        """Finish the file and rename it over the target (keep), or remove it; whether it was kept.
+
+        A video of no frames is not kept (players and OpenCV refuse it): the target stays as it was.
+        """
         self.writer.release()
-        if keep:
-            os.replace(self.partial, self.path)
-        else:
-            self.partial.unlink(missing_ok=True)
+        return finish_partial(self.path, self.partial, self.flag, keep and self.frames > 0)
 
     def __enter__(self) -> VideoSink:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
         self.close(keep=kind is None or issubclass(kind, KeyboardInterrupt))
+
+
+def open_partial(path: Path, partial: Path, flag: str, mode: str = "w", **options) -> IO:
+    """Open an output's partial file (its folder made if needed); a FerkerasError naming flag and path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(partial, mode, **options)
+    except OSError as e:
+        # mkdir of a folder that is an existing file says "File exists", which misleads here
+        reason = os.strerror(errno.ENOTDIR) if isinstance(e, FileExistsError) else e.strerror
+        raise FerkerasError(f"{flag} {path}: cannot write ({reason})") from None
+
+
+def finish_partial(path: Path, partial: Path, flag: str, keep: bool) -> bool:
+    """Rename a finished partial file over its target (keep), or remove it; whether it was kept."""
+    if not keep:
+        partial.unlink(missing_ok=True)
+        return False
+    try:
+        os.replace(partial, path)
+    except OSError as e:
+        partial.unlink(missing_ok=True)
+        raise FerkerasError(f"{flag} {path}: cannot write ({e.strerror})") from None
+    return True
+
+
+def _open_capture(source: str | os.PathLike | int, live: bool):
+    """cv2.VideoCapture of a camera, file or URL; a URL gets STREAM_TIMEOUT_S to connect and per frame."""
+    import cv2
+
+    if isinstance(source, int):
+        return cv2.VideoCapture(source)
+    if not live:
+        return cv2.VideoCapture(str(source))
+    timeout_ms = int(STREAM_TIMEOUT_S * 1000)
+    return cv2.VideoCapture(str(source), cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms,
+                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms])
 
 
 def video_source(inputs: Sequence[str | os.PathLike], camera: int | None = None) -> str | int | None:

@@ -47,10 +47,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise FerkerasError(f"{path}: corrupt or unreadable image: {e}") from None
 
 
-def decode_image(data: bytes, where: str = "image") -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, ...) as RGB uint8 (H, W, 3); where names them in errors."""
+class ImageTooLarge(FerkerasError):
+    """An image with more pixels than the caller allows (found before it is decoded)."""
+
+
+def decode_image(data: bytes, where: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) as RGB uint8 (H, W, 3); where names them in errors.
+
+    max_pixels: refuse larger images (ImageTooLarge) from their header, before decoding them.
+    """
     try:
         with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLarge(f"{where}: {width}x{height} is {width * height:,} pixels, over the "
+                                    f"limit of {max_pixels:,}")
             return _upright_rgb(image)
     except UnidentifiedImageError:
         raise FerkerasError(f"{where}: not an image (Pillow cannot identify it)") from None

@@ -1,0 +1,272 @@
+"""Benchmark face detectors (haar, mtcnn) and choose the face crop's framing by measurement.
+
+    python bench/detectors.py [--data ../shared/datasets/fer2013] [--images 1000] [--runs 5]
+
+1. Framing. FER2013's faces are 48x48 crops framed one way (roughly chin to forehead). Each of
+   --images PublicTest faces (a seeded random draw) is enlarged x3 (144 px) and set in a 288 px
+   canvas (edge pixels repeated outwards) so the detectors can find it; each detector's face is
+   the detection that overlaps the true 48x48 frame most (IoU >= 0.3). From MTCNN's landmarks,
+   where FER2013 puts the eyes and mouth in its frame; from the boxes, how they sit on the frame.
+   Then every candidate crop of the re-found faces goes through the shipped model (no TTA), and
+   its PublicTest accuracy is printed beside the original 48x48 crops' on the same faces.
+2. Faces found on real photos with a known count: grace_hopper.jpg (1 face) and 2x2 mosaics
+   (each 512x512: grace_hopper's head and three PublicTest faces enlarged to 176 px, one per
+   256 px tile, a tile's face counted as found when a detection's centre is in its central
+   176 px), and two of matplotlib's sample images without a face.
+3. Milliseconds per frame: median of --runs calls per image after a warm-up call, wall and CPU.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+import numpy as np  # noqa: E402
+
+from ferkeras.data import load_dataset  # noqa: E402
+from ferkeras.media.crop import EYE_ROW, FACE_SIDE, FACE_UNIT, crop_face, crop_landmarks  # noqa: E402
+from ferkeras.media.images import read_image, to_gray  # noqa: E402
+from ferkeras.media.track import iou  # noqa: E402
+from ferkeras.predict import make_detector  # noqa: E402
+from ferkeras.runners import load_runner  # noqa: E402
+from ferkeras.spec import IMAGE_SIZE  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ENLARGE = 3  # FER2013 face -> 144 px: well above both detectors' smallest face
+PAD = IMAGE_SIZE * ENLARGE // 2  # canvas margin around it: the detectors need some context
+GRACE_HOPPER_HEAD = (100, 60, 330, 330)  # x, y, w, h: head and hair of the sample photo
+TILE, TILE_FACE = 256, 176  # mosaic tile and the FER2013 face enlarged into it
+NO_FACE_PHOTOS = ("Minduka_Present_Blue_Pack.png", "logo2.png")  # matplotlib's: any detection is false
+
+
+def grace_hopper() -> np.ndarray:
+    """matplotlib's sample photo, RGB."""
+    import matplotlib.cbook
+
+    return read_image(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def canvas(face: np.ndarray, enlarge: int = ENLARGE, pad: int = PAD) -> np.ndarray:
+    """A 48x48 gray face enlarged and set in a larger gray canvas, its edge pixels repeated outwards."""
+    import cv2
+
+    big = cv2.resize(face, None, fx=enlarge, fy=enlarge, interpolation=cv2.INTER_CUBIC)
+    return cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+
+
+def best_match(detections, frame):
+    """The detection overlapping frame most, if its IoU is at least 0.3, else None."""
+    scored = [(float(iou([d.box], [frame])[0, 0]), d) for d in detections]
+    best = max(scored, key=lambda s: s[0], default=(0, None))
+    return best[1] if best[0] >= 0.3 else None
+
+
+def square_box(box, margin: float, square: bool = True):
+    """A box grown by margin x its side on each side (square: around the longer side first)."""
+    x, y, w, h = box
+    if square:
+        x, y, w, h = x + w / 2 - max(w, h) / 2, y + h / 2 - max(w, h) / 2, max(w, h), max(w, h)
+    x, y, w, h = x - margin * w, y - margin * h, w * (1 + 2 * margin), h * (1 + 2 * margin)
+    return tuple(int(round(v)) for v in (x, y, w, h))
+
+
+def crop_box(gray, box):
+    """crop_face, with the part of the box outside the image filled by repeated edge pixels."""
+    import cv2
+
+    x, y, w, h = box
+    pad = max(0, -x, -y, x + w - gray.shape[1], y + h - gray.shape[0])
+    padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
+    return crop_face(padded, (x + pad, y + pad, w, h))
+
+
+def quartiles(values) -> str:
+    """median [25th-75th percentile]."""
+    q1, q2, q3 = np.percentile(values, [25, 50, 75])
+    return f"{q2:.3f} [{q1:.3f}-{q3:.3f}]"
+
+
+# ---------------------------------------------------------------------------- 1. framing
+
+def framing(data: str, n: int, haar, mtcnn, runner) -> None:
+    """Measure FER2013's framing with both detectors and print the accuracy of candidate crops."""
+    test = load_dataset(data).splits["test"]
+    order = np.random.default_rng(0).permutation(len(test))[:n]
+    images, labels = test.images[order], test.labels[order]
+    frame = (PAD, PAD, IMAGE_SIZE * ENLARGE, IMAGE_SIZE * ENLARGE)
+    found = {"haar": [], "mtcnn": []}  # (index, detection, canvas gray)
+    start = time.perf_counter()
+    for i, face in enumerate(images):
+        gray = canvas(face)
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+        for name, detector in (("haar", haar), ("mtcnn", mtcnn)):
+            match = best_match(detector(rgb, gray), frame)
+            if match is not None:
+                found[name].append((i, match, gray))
+    print(f"{n} PublicTest faces re-found in {time.perf_counter() - start:.0f} s: "
+          f"haar {len(found['haar'])}, mtcnn {len(found['mtcnn'])}")
+
+    # Where FER2013's frame puts the landmarks, in units of its 48-pixel side.
+    marks = np.stack([(d.landmarks - PAD) / (IMAGE_SIZE * ENLARGE) for _, d, _ in found["mtcnn"]])
+    eyes, mouth = (marks[:, 0] + marks[:, 1]) / 2, (marks[:, 3] + marks[:, 4]) / 2
+    eye_distance = np.hypot(*(marks[:, 1] - marks[:, 0]).T)
+    eye_mouth = np.hypot(*(mouth - eyes).T)
+    roll = np.degrees(np.arctan2(*(marks[:, 1] - marks[:, 0])[:, ::-1].T))
+    print("\nFER2013's framing, from MTCNN's landmarks (median [quartiles]; 1 = the 48-pixel side):")
+    for what, values in (("eyes' midpoint, down from the top", eyes[:, 1]),
+                         ("face midline (eyes-mouth), from the left", (eyes[:, 0] + mouth[:, 0]) / 2),
+                         ("side / eye-to-mouth distance", 1 / eye_mouth),
+                         ("side / eye distance", 1 / eye_distance),
+                         ("side / mean of the two", 2 / (eye_mouth + eye_distance)),
+                         ("eye roll, degrees", roll)):
+        print(f"  {what:45} {quartiles(values)}")
+    for what, values in (("eye-to-mouth", 1 / eye_mouth), ("eye distance", 1 / eye_distance),
+                         ("mean", 2 / (eye_mouth + eye_distance))):
+        q1, q2, q3 = np.percentile(values, [25, 50, 75])
+        print(f"  spread of side / {what:15} (quartile range / median) {(q3 - q1) / q2:.3f}")
+    eye_row = float(np.median(eyes[:, 1]))
+    sides = {"eye-mouth": float(np.median(1 / eye_mouth)), "eyes": float(np.median(1 / eye_distance)),
+             "mean": float(np.median(2 / (eye_mouth + eye_distance)))}
+
+    print("\nDetector boxes on FER2013's frame (1 = the 48-pixel side):")
+    for name in found:
+        boxes = np.array([d.box for _, d, _ in found[name]], np.float64)
+        rel = (boxes - [PAD, PAD, 0, 0]) / (IMAGE_SIZE * ENLARGE)
+        print(f"  {name:6} width {quartiles(rel[:, 2])}  height {quartiles(rel[:, 3])}  "
+              f"centre x {quartiles(rel[:, 0] + rel[:, 2] / 2)}  y {quartiles(rel[:, 1] + rel[:, 3] / 2)}")
+
+    def accuracy(indices, crops) -> float:
+        predicted = np.argmax(runner(np.stack(crops)), axis=1)
+        return float(np.mean(predicted == labels[indices]))
+
+    rows = []
+    for name in found:
+        indices = [i for i, _, _ in found[name]]
+        rows.append((name, "original 48x48 crop (FER2013's own framing)", len(indices),
+                     accuracy(indices, images[indices])))
+        square = name == "mtcnn"  # Haar's boxes are square already; MTCNN's are taller than wide
+        if name == "mtcnn":
+            rows.append((name, "box as is (resized to a square)", len(indices),
+                         accuracy(indices, [crop_box(g, d.box) for _, d, g in found[name]])))
+        for margin in (-0.05, 0.0, 0.05, 0.1, 0.15, 0.2):
+            crops = [crop_box(g, square_box(d.box, margin, square)) for _, d, g in found[name]]
+            what = f"{'square ' if square else ''}box, margin {margin:+.2f} x side each side"
+            rows.append((name, what, len(indices), accuracy(indices, crops)))
+    indices = [i for i, _, _ in found["mtcnn"]]
+    # Around the measured medians in the least spread unit; the other units at their medians.
+    candidates = [("mean", sides["mean"] * factor, eye_row + shift, True)
+                  for factor in (0.85, 0.92, 1.0, 1.08, 1.15) for shift in (-0.04, 0.0, 0.04)]
+    candidates += [(unit, sides[unit], eye_row, align) for unit in sides for align in (True, False)
+                   if unit != "mean" or not align]
+    candidates += [(FACE_UNIT, FACE_SIDE, EYE_ROW, align) for align in (True, False)]
+    for unit, side, row, align in candidates:
+        crops = [crop_landmarks(g, d.landmarks, align, side, row, unit) for _, d, g in found["mtcnn"]]
+        what = (f"landmarks: side {side:.2f} x {unit}, eyes at {row:.3f}, "
+                f"{'aligned' if align else 'not aligned'}")
+        if (unit, side, row) == (FACE_UNIT, FACE_SIDE, EYE_ROW):
+            what += " (crop_detection's framing)"
+        rows.append(("mtcnn", what, len(indices), accuracy(indices, crops)))
+    print("\nShipped model's accuracy on the re-found faces, by crop (no TTA):\n")
+    print("| detector | crop | faces | accuracy |\n| --- | --- | --- | --- |")
+    for name, what, count, acc in rows:
+        print(f"| {name} | {what} | {count} | {acc:.4f} |")
+    print(f"\nall {n} faces, original 48x48 crops: {accuracy(np.arange(n), images):.4f}")
+
+
+# ---------------------------------------------------------------------------- 2, 3. photos
+
+def mosaics(data: str, count: int) -> list[tuple[np.ndarray, list[tuple[int, int, int, int]]]]:
+    """2x2 mosaics (RGB) of grace_hopper's head and 3 PublicTest faces, with each face's region."""
+    import cv2
+
+    head = grace_hopper()
+    x, y, w, h = GRACE_HOPPER_HEAD
+    head = cv2.resize(head[y:y + h, x:x + w], (TILE, TILE), interpolation=cv2.INTER_AREA)
+    test = load_dataset(data).splits["test"]
+    faces = test.images[np.random.default_rng(1).permutation(len(test))[:3 * count]]
+    pad = (TILE - TILE_FACE) // 2
+    out = []
+    for m in range(count):
+        tiles = [head] + [np.repeat(cv2.resize(f, (TILE_FACE, TILE_FACE), interpolation=cv2.INTER_CUBIC)
+                                    [:, :, None], 3, axis=2) for f in faces[3 * m:3 * m + 3]]
+        tiles = [t if t.shape[0] == TILE else cv2.copyMakeBorder(t, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+                 for t in tiles]
+        tiles = tiles[m % 4:] + tiles[:m % 4]  # the photo's head moves round the tiles
+        image = np.vstack([np.hstack(tiles[:2]), np.hstack(tiles[2:])])
+        regions = [(c * TILE + pad, r * TILE + pad, TILE_FACE, TILE_FACE) for r in (0, 1) for c in (0, 1)]
+        out.append((np.ascontiguousarray(image), regions))
+    return out
+
+
+def sample_photo(name: str) -> np.ndarray:
+    """One of matplotlib's sample images, RGB."""
+    import matplotlib.cbook
+
+    return read_image(matplotlib.cbook.get_sample_data(name, asfileobj=False))
+
+
+def count_faces(detector, images) -> tuple[int, int, int]:
+    """(faces found, faces missed, detections on no face) over (image, face regions) pairs."""
+    found = missed = false = 0
+    for rgb, regions in images:
+        centres = [(d.box[0] + d.box[2] / 2, d.box[1] + d.box[3] / 2) for d in detector(rgb, to_gray(rgb))]
+        inside = [[x <= cx < x + w and y <= cy < y + h for cx, cy in centres] for x, y, w, h in regions]
+        found += sum(any(hits) for hits in inside)
+        missed += sum(not any(hits) for hits in inside)
+        false += sum(not any(face[j] for face in inside) for j in range(len(centres)))
+    return found, missed, false
+
+
+def milliseconds(detector, rgb: np.ndarray, runs: int) -> str:
+    """Median milliseconds of one detector call on rgb after a warm-up call: wall / CPU (all threads).
+
+    CPU time is printed too because wall time on a shared machine counts other programs' turns.
+    """
+    gray = to_gray(rgb)
+    detector(rgb, gray)
+    wall, cpu = [], []
+    for _ in range(runs):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        detector(rgb, gray)
+        wall.append(1000 * (time.perf_counter() - start))
+        cpu.append(1000 * (time.process_time() - start_cpu))
+    return f"{np.median(wall):.0f} / {np.median(cpu):.0f}"
+
+
+def photos(data: str, detectors: dict, runs: int, count: int) -> None:
+    """Print faces found and ms per frame per detector, side by side."""
+    photo = grace_hopper()
+    head = [(155, 105, 222, 222)]  # the face in the sample photo, by eye
+    mosaic_images = mosaics(data, count)
+    no_face = [(sample_photo(name), []) for name in NO_FACE_PHOTOS]
+    print(f"\nFaces found (found / missed / detections on no face); ms per frame, wall / CPU (median of "
+          f"{runs}):\n")
+    print(f"| detector | grace_hopper.jpg (1 face) | {count} mosaics ({4 * count} faces) | "
+          f"{' and '.join(NO_FACE_PHOTOS)} (no face) | ms, grace_hopper 512x600 | ms, mosaic 512x512 |\n"
+          "| --- | --- | --- | --- | --- | --- |")
+    for name, detector in detectors.items():
+        counts = [count_faces(detector, images) for images in ([(photo, head)], mosaic_images, no_face)]
+        times = [milliseconds(detector, image, runs) for image in (photo, mosaic_images[0][0])]
+        print(f"| {name} | {' | '.join('/'.join(map(str, c)) for c in counts)} | {' | '.join(times)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "fer2013"),
+                        help="FER2013 (its test split is PublicTest)")
+    parser.add_argument("--images", type=int, default=1000, help="PublicTest faces for the framing")
+    parser.add_argument("--mosaics", type=int, default=10, help="2x2 mosaics for the face count")
+    parser.add_argument("--runs", type=int, default=5, help="timed calls per image")
+    args = parser.parse_args()
+    haar, mtcnn = make_detector("haar"), make_detector("mtcnn")
+    framing(args.data, args.images, haar, mtcnn, load_runner("shipped"))
+    photos(args.data, {"haar": haar, "mtcnn": mtcnn,
+                       "mtcnn, threshold 0.9": make_detector("mtcnn", threshold=0.9),
+                       "mtcnn, min_face_size 48": make_detector("mtcnn", min_face_size=48)},
+           args.runs, args.mosaics)
+
+
+if __name__ == "__main__":
+    main()

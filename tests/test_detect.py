@@ -1,0 +1,158 @@
+"""Face detectors and crops: MTCNN on a real photo, eye alignment, the box crop rule, bad names."""
+
+import json
+import math
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+from conftest import run_main
+
+from ferkeras.errors import FerkerasError
+from ferkeras.media.crop import EYE_ROW, crop_detection, crop_face, crop_landmarks
+from ferkeras.media.detect import Detection
+from ferkeras.media.images import read_image, to_gray
+from ferkeras.media.track import iou
+from ferkeras.predict import make_detector
+from ferkeras.spec import IMAGE_SIZE
+
+GRACE_HOPPER = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+GRACE_FACE = (155, 105, 222, 222)  # x, y, w, h of the one face, by eye
+TILT = 15  # degrees the photo is turned for the alignment checks
+
+
+@pytest.fixture(scope="module")
+def mtcnn():
+    """One MTCNN for the module: building it imports TensorFlow and loads three networks."""
+    return make_detector("mtcnn")
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return read_image(GRACE_HOPPER)
+
+
+def turned(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    """The photo turned counter-clockwise (as seen) about the face's centre, edges repeated."""
+    import cv2
+
+    x, y, w, h = GRACE_FACE
+    matrix = cv2.getRotationMatrix2D((x + w / 2, y + h / 2), degrees, 1.0)
+    return cv2.warpAffine(rgb, matrix, rgb.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two x, y, w, h boxes (the tracker's own measure)."""
+    return float(iou([a], [b])[0, 0])
+
+
+def test_mtcnn_finds_the_face_and_its_landmarks(mtcnn, photo):
+    detections = mtcnn(photo)
+    assert len(detections) == 1
+    face = detections[0]
+    x, y, w, h = face.box
+    assert box_iou(face.box, GRACE_FACE) > 0.5
+    assert 0 <= x and 0 <= y and x + w <= photo.shape[1] and y + h <= photo.shape[0]
+    assert face.score >= mtcnn.threshold
+    assert face.landmarks.shape == (5, 2) and face.landmarks.dtype == np.float32
+    inside = ((face.landmarks[:, 0] >= x) & (face.landmarks[:, 0] <= x + w)
+              & (face.landmarks[:, 1] >= y) & (face.landmarks[:, 1] <= y + h))
+    assert inside.all(), face.landmarks
+    left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
+    assert left_eye[0] < right_eye[0] and mouth_left[0] < mouth_right[0]  # left as seen
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
+
+
+def test_mtcnn_finds_nothing_in_blank_images(mtcnn):
+    assert mtcnn(np.zeros((240, 320, 3), np.uint8)) == []
+    assert mtcnn(np.full((240, 320, 3), 128, np.uint8)) == []
+    assert mtcnn(np.zeros((8, 8, 3), np.uint8)) == []  # smaller than MTCNN's window
+
+
+def test_mtcnn_larger_min_face_size_still_finds_faces(mtcnn, photo):
+    # mtcnn 1.0 alone finds no face here with min_face_size 40 (its pyramid runs below 12 px).
+    large = make_detector("mtcnn", min_face_size=48)
+    (face,) = large(photo)
+    (reference,) = mtcnn(photo)
+    assert box_iou(face.box, reference.box) > 0.7
+    assert np.abs(face.landmarks - reference.landmarks).max() < 12
+    assert large(photo[:200, :200]) == []  # no whole face there
+
+
+def test_alignment_levels_a_turned_face(mtcnn, photo):
+    (upright,) = mtcnn(photo)
+    reference = crop_detection(to_gray(photo), upright).astype(np.float32)
+    tilted = turned(photo, TILT)
+    (face,) = mtcnn(tilted)
+    left_eye, right_eye = face.landmarks[:2]
+    roll = math.degrees(math.atan2(right_eye[1] - left_eye[1], right_eye[0] - left_eye[0]))
+    assert roll == pytest.approx(-TILT, abs=4)  # turned counter-clockwise: the right eye rises
+    gray = to_gray(tilted)
+    aligned = crop_detection(gray, face, align=True).astype(np.float32)
+    unaligned = crop_detection(gray, face, align=False).astype(np.float32)
+    aligned_error, unaligned_error = (np.abs(crop - reference).mean() for crop in (aligned, unaligned))
+    assert aligned_error < 0.6 * unaligned_error, (aligned_error, unaligned_error)
+
+
+def test_no_align_crops_the_same_square_unturned(mtcnn, photo):
+    from ferkeras.predict import FaceRecognizer
+
+    tilted = turned(photo, TILT)
+    found = {align: FaceRecognizer("shipped", mtcnn, align=align).find(tilted) for align in (True, False)}
+    (face,) = found[False].detections
+    np.testing.assert_array_equal(found[False].crops[0],
+                                  crop_landmarks(to_gray(tilted), face.landmarks, align=False))
+    assert np.abs(found[True].crops[0].astype(int) - found[False].crops[0]).mean() > 5
+
+
+def test_aligned_crop_puts_the_eyes_level_at_the_measured_row():
+    # Two dark eyes and a mouth on a light image, the face turned by 20 degrees.
+    import cv2
+
+    gray = np.full((300, 300), 220, np.uint8)
+    centre, turn = np.array([150.0, 150.0]), math.radians(20)
+    rotation = np.array([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
+    points = np.array([[-30, -20], [30, -20], [0, 5], [-20, 30], [20, 30]], np.float64) @ rotation.T + centre
+    for px, py in points[:2]:
+        cv2.circle(gray, (int(round(px)), int(round(py))), 5, 0, -1)
+    crop = crop_landmarks(gray, points.astype(np.float32), align=True)
+    assert crop.shape == (IMAGE_SIZE, IMAGE_SIZE)
+    dark_rows, dark_columns = np.nonzero(crop < 110)
+    left, right = dark_columns < IMAGE_SIZE / 2, dark_columns >= IMAGE_SIZE / 2
+    assert left.any() and right.any()
+    assert dark_rows[left].mean() == pytest.approx(dark_rows[right].mean(), abs=0.5)  # level
+    assert (dark_rows.mean() + 0.5) / IMAGE_SIZE == pytest.approx(EYE_ROW, abs=0.03)
+    unaligned = crop_landmarks(gray, points.astype(np.float32), align=False)
+    rows, columns = np.nonzero(unaligned < 110)
+    assert rows[columns >= IMAGE_SIZE / 2].mean() - rows[columns < IMAGE_SIZE / 2].mean() > 3
+
+
+def test_crop_without_landmarks_is_the_box_resized():
+    import cv2
+
+    gray = np.random.default_rng(0).integers(0, 256, (200, 300), np.uint8)
+    box = (40, 30, 120, 120)
+    expected = cv2.resize(gray[30:150, 40:160], (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+    for align in (True, False):
+        np.testing.assert_array_equal(crop_detection(gray, Detection(box), align), expected)
+    np.testing.assert_array_equal(crop_detection(gray, Detection(box)), crop_face(gray, box))
+
+
+def test_unknown_detector_and_bad_options_are_one_line_errors():
+    with pytest.raises(FerkerasError, match=r"^--detector nope: not one of haar, mtcnn$"):
+        make_detector("nope")
+    with pytest.raises(FerkerasError, match="min_face_size 5") as error:
+        make_detector("mtcnn", min_face_size=5)
+    assert "\n" not in str(error.value)
+    with pytest.raises(FerkerasError, match="threshold 1.5"):
+        make_detector("mtcnn", threshold=1.5)
+
+
+def test_cli_predict_with_mtcnn(mtcnn, monkeypatch, capsys):
+    code, out, err = run_main(["predict", GRACE_HOPPER, "--detector", "mtcnn", "--model", "shipped",
+                               "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    (image,) = json.loads(out)
+    (face,) = image["faces"]
+    box = face["box"]
+    assert box_iou((box["x"], box["y"], box["width"], box["height"]), GRACE_FACE) > 0.5
