@@ -28,15 +28,18 @@ ENGINES = ("keras", "float32", "int8", "int16x8")  # export formats: .keras and 
 def train_and_export(data: str, out: Path, runs_dir: str) -> dict:
     """Train the fer2013 recipe on data, export it (TFLite float32 and int8) into out; provenance."""
     from ferkeras.config import TrainConfig
-    from ferkeras.export import export
+    from ferkeras.errors import FerkerasError
+    from ferkeras.export import export, portable_path
     from ferkeras.train import train
 
     start = time.perf_counter()
     run_dir = train(TrainConfig.from_recipe("fer2013", {"data": data, "runs_dir": runs_dir}))
     minutes = (time.perf_counter() - start) / 60
-    # Parity is measured and recorded; a miss of the int8 bar (see the README) still ships.
-    export(run_dir, out, tflite=True, verify=False)
-    return {"run": str(run_dir), "train_minutes": round(minutes, 1)}
+    result = export(run_dir, out, tflite=True)  # a model that misses the parity bars never ships
+    if not result.passed:
+        raise FerkerasError(f"{run_dir}: export failed its parity check ({'; '.join(result.failures)}); "
+                            f"kept in {result.rejected}/")
+    return {"run": portable_path(run_dir, keep=2), "train_minutes": round(minutes, 1)}
 
 
 def measure(export_dir: Path, data: str, split_name: str) -> dict:
@@ -88,8 +91,9 @@ def main() -> None:
                         help="write the figures into EXPORT_DIR/metadata.json")
     args = parser.parse_args()
 
-    from ferkeras.config import write_json_atomic
     from ferkeras.errors import FerkerasError
+    from ferkeras.export import portable_command
+    from ferkeras.fileio import write_json_atomic
 
     export_dir = Path(args.export_dir)
     try:
@@ -103,8 +107,8 @@ def main() -> None:
         meta = json.loads(meta_path.read_text())
         # The data's location is the measuring machine's; the split and count say what it was.
         figures["data"] = Path(figures["data"]).name
-        meta["accuracy"] = {**figures, **trained, "command": "python bench/accuracy.py "
-                            + " ".join(sys.argv[1:]),
+        command = " ".join(["python bench/accuracy.py", *sys.argv[1:]])
+        meta["accuracy"] = {**figures, **trained, "command": portable_command(command),
                             "measured": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
         write_json_atomic(meta_path, meta)
         print(f"\nRecorded in {meta_path}")

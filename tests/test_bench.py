@@ -1,21 +1,11 @@
 """The benchmarks' own helpers, where a figure in bench/README.md rests on them."""
 
-import importlib.util
-
 import keras
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
-from conftest import REPO
+from conftest import load_bench
 
 from ferkeras.model import load_model
-
-
-def load_bench(name):
-    """A bench/ script as a module (bench/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def folded_kernels(model):

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,7 +78,10 @@ def test_export_writes_metadata_and_prints_the_command(exported_synthetic_run, t
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert meta["input"]["shape"] == [None, 48, 48, 1] and meta["input"]["range"] == [0, 255]
-    assert meta["source"]["run"] == str(trained_synthetic_run)
+    # Paths are recorded without this machine's folders: the run as its runs folder names it.
+    assert meta["source"]["run"] == f"{trained_synthetic_run.parent.name}/{trained_synthetic_run.name}"
+    assert meta["source"]["model"] == meta["source"]["run"] + "/model.keras"
+    assert not machine_paths(meta), machine_paths(meta)
     assert meta["source"]["data"] == "synthetic:3000" and meta["validation"]["images"] == 750
     assert meta["representative_images"] == 300
     assert meta["source"]["options"]["epochs"] == 5 and meta["source"]["trained"]  # provenance
@@ -146,6 +150,92 @@ def test_quantize_and_dequantize_follow_tflite_affine_formula():
     assert quantize(np.array([0.5, 1.5, -0.5, -2.5]), 1.0, 0, np.int8).tolist() == [1, 2, -1, -3]
     assert quantize(np.array([[1.0, 1.0]]), np.array([0.5, 0.25]), 0, np.int8).tolist() == [[2, 4]]
     assert dequantize(np.array([-128, 0, 127], np.int8), 1 / 256, -128).tolist() == [0, 0.5, 255 / 256]
+
+
+def machine_paths(value) -> list[str]:
+    """Every string in a JSON value that names a folder of the machine that wrote it."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in machine_paths(k) + machine_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in machine_paths(v)]
+    if not isinstance(value, str):
+        return []
+    words = [w.rpartition("=")[2] for w in value.split()] + [value]
+    home = str(Path.home())
+    return [value for w in words if w.startswith(("/", "~"))
+            or any(folder in w for folder in ("/tmp", "/work", "/root", "/home/", "/Users/", home))][:1]
+
+
+def test_machine_paths_finds_what_it_must():
+    assert machine_paths({"a": ["runs/x", "synthetic:3000", "../shared/datasets/fer2013", 3]}) == []
+    assert machine_paths({"a": {"b": "ferkeras export x --runs-dir /tmp/fer/runs"}}) != []
+    assert machine_paths(["--data=/data/fer2013"]) and machine_paths("../../tmp/x") \
+        and machine_paths("~/fer2013")
+
+
+def test_portable_paths_name_no_folder_of_this_machine(tmp_path):
+    repo = tmp_path / "work" / "main"
+    assert exporting.portable_path(tmp_path / "work" / "shared" / "fer2013", root=repo) == \
+        "../shared/fer2013"
+    assert exporting.portable_path(repo / "runs" / "a", keep=2, root=repo) == "runs/a"
+    assert exporting.portable_path("/elsewhere/runs/r3/model.keras", keep=3, root=repo) == \
+        "runs/r3/model.keras"
+    assert exporting.portable_path("/elsewhere/fer2013", root=repo) == "fer2013"
+    for kept in ("synthetic:3000", "runs/a", None):
+        assert exporting.portable_path(kept, root=repo) == kept
+    command = "ferkeras train --data /data/fer2013 --runs-dir=/tmp/fer/runs --name r3 --epochs 120"
+    assert exporting.portable_command(command) == \
+        "ferkeras train --data fer2013 --runs-dir=runs --name r3 --epochs 120"
+
+
+# ---- the bar of the integer formats ----------------------------------------------------------
+
+INTEGER_FORMATS = ("dynamic", "int8", "int16x8")
+
+
+def parity_of(fmt, agreeing_flips: int = 0, accuracy_flips: int = 0, images: int = 1000):
+    """check_parity on made-up predictions: Keras right on 60% of images; the exported model moves
+    agreeing_flips of Keras' wrong answers to another wrong class (agreement falls, accuracy
+    stays) and accuracy_flips of its right answers to a wrong class (both fall)."""
+    labels = np.zeros(images, int)
+    keras_top = np.where(np.arange(images) < 0.6 * images, 0, 1)
+    top = keras_top.copy()
+    top[images - agreeing_flips:] = 2
+    top[:accuracy_flips] = 3
+    probs, keras_probs = (np.eye(7, dtype=np.float32)[t] * 0.9 + 0.1 / 7 for t in (top, keras_top))
+    return exporting.check_parity(fmt, probs, keras_probs, labels)
+
+
+def test_integer_formats_share_the_decided_bar():
+    assert exporting.INTEGER_MIN_AGREEMENT == 0.98 and exporting.INTEGER_MAX_ACCURACY_CHANGE == 0.5
+    for name in INTEGER_FORMATS:
+        assert FORMATS[name].min_agreement == exporting.INTEGER_MIN_AGREEMENT, name
+        assert FORMATS[name].max_accuracy_change == exporting.INTEGER_MAX_ACCURACY_CHANGE, name
+
+
+@pytest.mark.parametrize("name", INTEGER_FORMATS)
+def test_integer_agreement_bar_passes_at_98_and_fails_just_under(name):
+    at_bar = parity_of(FORMATS[name], agreeing_flips=20)
+    assert at_bar.agreement == 0.98 and at_bar.accuracy_change == 0 and at_bar.passed, at_bar.failures
+    under = parity_of(FORMATS[name], agreeing_flips=21)
+    assert under.agreement == pytest.approx(0.979) and under.accuracy_change == 0
+    assert under.failures == [f"{name} top-1 agreement 97.90% < 98% required"]
+    assert "FAILED" in under.describe() and "(>= 98%)" in under.describe()
+
+
+@pytest.mark.parametrize("name", INTEGER_FORMATS)
+def test_integer_accuracy_bar_is_half_a_point_either_way(name):
+    within = parity_of(FORMATS[name], accuracy_flips=4)  # -0.4 points, agreement 99.6%
+    assert within.accuracy_change == pytest.approx(-0.4) and within.passed, within.failures
+    beyond = parity_of(FORMATS[name], accuracy_flips=6)  # -0.6 points, agreement 99.4%
+    assert beyond.agreement > exporting.INTEGER_MIN_AGREEMENT
+    assert beyond.failures == [f"{name} accuracy 59.40% is -0.60 points from Keras' 60.00% (limit 0.5)"]
+    # A gain as large is as suspect as a loss: the exported model is not the Keras model.
+    keras_top = np.where(np.arange(1000) < 594, 0, 1)
+    gained = np.where(np.arange(1000) < 600, 0, 1)
+    probs, keras_probs = (np.eye(7, dtype=np.float32)[t] for t in (gained, keras_top))
+    parity = exporting.check_parity(FORMATS[name], probs, keras_probs, np.zeros(1000, int))
+    assert parity.accuracy_change == pytest.approx(0.6) and not parity.passed
 
 
 def test_select_formats_defaults_and_typos():
