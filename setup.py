@@ -11,9 +11,11 @@ setup(
     python_requires=">=3.10",
     # cli/ installs as ferkeras.cli, never as a top-level module named `cli`.
     # exported/ (the shipped model) installs as ferkeras.exported: `--model shipped` needs no repo.
-    packages=["ferkeras", "ferkeras.media", "ferkeras.cli", "ferkeras.exported"],
+    packages=["ferkeras", "ferkeras.media", "ferkeras.viz", "ferkeras.report", "ferkeras.cli",
+              "ferkeras.exported"],
     package_dir={"ferkeras": "ferkeras", "ferkeras.cli": "cli", "ferkeras.exported": "exported"},
-    package_data={"ferkeras.exported": ["metadata.json", "model.keras", "*.tflite", "saved_model/*.pb",
+    package_data={"ferkeras": ["static/*"],
+                  "ferkeras.exported": ["metadata.json", "model.keras", "*.tflite", "saved_model/*.pb",
                                         "saved_model/variables/*"]},
     include_package_data=False,
     install_requires=[
@@ -35,8 +37,11 @@ setup(
         "tqdm>=4.60",  # video progress bars
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2"],
         "compat": ["pandas>=2"],  # only ferkeras.compat's Video.to_pandas and friends need it
+        "serve": ["fastapi>=0.110", "uvicorn>=0.30"],  # `ferkeras serve`
+        # the tests run every extra; Playwright drives the system's Chromium, never its own download
+        "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "fastapi>=0.110", "uvicorn>=0.30", "httpx>=0.27",
+                "playwright>=1.45"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["ferkeras = ferkeras.cli.main:main"]},

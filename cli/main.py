@@ -1,4 +1,6 @@
-"""`ferkeras` commands. Each parses its flags and makes one library call; logic lives in ferkeras/."""
+"""`ferkeras` commands. Each parses its flags and makes one library call; logic lives in ferkeras/.
+
+Past 400 lines only because each command declares its flags, with their help, here."""
 
 from __future__ import annotations
 
@@ -11,15 +13,24 @@ import typing
 import click
 
 import ferkeras
-from ferkeras.config import TrainConfig
+from ferkeras.config import RUNS_DIR, TrainConfig, flag_of, resume_options
 from ferkeras.errors import FerkerasError, quiet_stderr
+from ferkeras.gradients import TRIALS
 from ferkeras.media.detect import DETECTORS
 from ferkeras.predict import DEFAULT_TTA
+from ferkeras.report import FORMATS, ReportSettings
 from ferkeras.runners import TTA_METHODS
+from ferkeras.serve import DEFAULT_HOST, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT
 from ferkeras.video import DEFAULT_SMOOTH
-
-# Options that `train --resume` may change; the rest come from the run's config.json.
-RESUME_OVERRIDES = ("epochs", "runs_dir")
+from ferkeras.viz import (
+    ALL_FILTERS,
+    DEFAULT_METHOD,
+    DEFAULT_TOP_K,
+    OBJECTIVES,
+    SALIENCY_METHODS,
+    ActivationMaximizationSettings,
+)
+from ferkeras.viz.workflows import SALIENCY_IMAGES
 
 
 @contextlib.contextmanager
@@ -37,7 +48,7 @@ def config_options(command):
     """Add one click option per TrainConfig field, so the flags and config.json never drift."""
     hints = typing.get_type_hints(TrainConfig)
     for f in reversed(dataclasses.fields(TrainConfig)):
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_of(f.name)
         kind = typing.get_args(hints[f.name])[0] if typing.get_args(hints[f.name]) else hints[f.name]
         choices = f.metadata.get("choices")
         if kind is bool:
@@ -48,6 +59,12 @@ def config_options(command):
                                   help=f.metadata["help"])
         command = option(command)
     return command
+
+
+def runs_dir_option(command):
+    """--runs-dir: where run folders are looked up (and, for train, made)."""
+    return click.option("--runs-dir", default=RUNS_DIR, show_default=True,
+                        help="folder of run folders")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -71,13 +88,7 @@ def train(recipe: str | None, resume: str | None, **options) -> None:
     given = {name: value for name, value in options.items()
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     if resume:
-        changed = [name for name in given if name not in RESUME_OVERRIDES]
-        if changed or recipe:
-            flags = ", ".join("--" + n.replace("_", "-") for n in changed + ["recipe"] * bool(recipe))
-            raise FerkerasError(f"--resume: {flags} cannot change when resuming "
-                                f"(the run's config.json holds them); only --epochs can")
-        training.resume(resume, epochs=options["epochs"], runs_dir=options["runs_dir"],
-                        echo=click.echo)
+        training.resume(resume, **resume_options(given, recipe), echo=click.echo)
     elif recipe:
         training.train(TrainConfig.from_recipe(recipe, given), echo=click.echo)
     else:
@@ -86,12 +97,12 @@ def train(recipe: str | None, resume: str | None, **options) -> None:
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
-              help="conv input channels of a new model")
-@click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=str(TrainConfig.channels),
+              show_default=True, help="conv input channels of a new model")
+@runs_dir_option
 def summary(model: str | None, channels: str, runs_dir: str) -> None:
     """Print each layer's output shape and parameters (a new model, or a run's / a .keras file)."""
-    from ferkeras.config import find_model
+    from ferkeras.runs import find_model
 
     with quiet_tensorflow_startup():
         from ferkeras.model import build_model, count_params, load_model
@@ -112,7 +123,7 @@ def source_options(command):
                      "the data: train, test, private_test"),
         click.option("--out", type=click.Path(file_okay=False), help="output folder "
                      "(default: RUN/viz/)"),
-        click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders"),
+        runs_dir_option,
     ]):
         command = option(command)
     return command
@@ -148,29 +159,28 @@ def viz() -> None:
 @viz.command("history")
 @click.argument("run", required=False)
 @click.option("--out", type=click.Path(file_okay=False), help="output folder (default: RUN/viz/)")
-@click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
+@runs_dir_option
 def viz_history(run: str | None, out: str | None, runs_dir: str) -> None:
     """Loss and accuracy curves, as a figure.
 
     Per epoch of RUN (default: the latest), train against validation.
     """
-    with quiet_tensorflow_startup():
-        from ferkeras import viz as visualize
+    from ferkeras.viz import workflows
 
-    click.echo(f"Wrote {visualize.plot_history(run, out=out, runs_dir=runs_dir)}")
+    click.echo(f"Wrote {workflows.plot_history(run, out=out, runs_dir=runs_dir)}")
 
 
 @viz.command("saliency")
 @source_options
-@click.option("--n", "n", type=int, default=5, show_default=True, help="images drawn at random")
+@click.option("--n", "n", type=int, default=SALIENCY_IMAGES, show_default=True, help="images drawn at random")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the random choice")
 @click.option("--index", "indices", type=int, multiple=True, help="an image of the split by "
               "position (repeatable; replaces the random choice)")
 @click.option("--class", "class_name", help="draw only images of this true class (name or 0..6)")
 @click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
               help="an image file to explain (repeatable; replaces the split's images)")
-@click.option("--method", type=click.Choice(["vanilla", "smoothgrad", "gradcam++", "scorecam"]),
-              default="vanilla", show_default=True, help="saliency method (tf-keras-vis)")
+@click.option("--method", type=click.Choice(SALIENCY_METHODS), default=DEFAULT_METHOD, show_default=True,
+              help="saliency method (tf-keras-vis)")
 @click.option("--target", help="explain this class instead of the predicted one")
 def viz_saliency(run, data, split, out, runs_dir, n, seed, indices, class_name, images, method,
                  target) -> None:
@@ -179,9 +189,9 @@ def viz_saliency(run, data, split, out, runs_dir, n, seed, indices, class_name, 
     Input, map and overlay of n images, titled with the true and predicted class.
     """
     with quiet_tensorflow_startup():
-        from ferkeras import viz as visualize
+        from ferkeras.viz import workflows
 
-    path = visualize.explain_saliency(run, n=n, seed=seed, indices=list(indices),
+    path = workflows.explain_saliency(run, n=n, seed=seed, indices=list(indices),
                                       class_name=class_name, image_files=list(images), method=method,
                                       target=target, data=data, split=split, out=out,
                                       runs_dir=runs_dir)
@@ -191,11 +201,13 @@ def viz_saliency(run, data, split, out, runs_dir, n, seed, indices, class_name, 
 @viz.command("filters")
 @source_options
 @click.option("--layer", help="convolutional layer (default: the last, conv4)")
-@click.option("--filters", default="all", show_default=True, help="filters to show: all, 0-15, 0,5,7")
-@click.option("--top-k", type=int, default=5, show_default=True,
+@click.option("--filters", default=ALL_FILTERS, show_default=True,
+              help="filters to show: all, 0-15, 0,5,7")
+@click.option("--top-k", type=int, default=DEFAULT_TOP_K, show_default=True,
               help="real images shown per filter, those that activate it most")
-@click.option("--steps", type=int, default=256, show_default=True, help="gradient-ascent steps")
-@click.option("--objective", type=click.Choice(["center", "mean"]), default="center",
+@click.option("--steps", type=int, default=ActivationMaximizationSettings.steps, show_default=True,
+              help="gradient-ascent steps")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default=ActivationMaximizationSettings.objective,
               show_default=True, help="maximize the filter's centre units (one face-sized "
               "feature) or its whole map's mean (a texture)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the starting noise")
@@ -207,10 +219,10 @@ def viz_filters(run, data, split, out, runs_dir, layer, filters, top_k, steps, o
     activate it most with where.
     """
     with quiet_tensorflow_startup():
-        from ferkeras import viz as visualize
+        from ferkeras.viz import workflows
 
-    settings = visualize.ActivationMaximizationSettings(steps=steps, objective=objective)
-    paths = visualize.visualize_filters(run, layer=layer, filters=filters, top_k=top_k,
+    settings = ActivationMaximizationSettings(steps=steps, objective=objective)
+    paths = workflows.visualize_filters(run, layer=layer, filters=filters, top_k=top_k,
                                         settings=settings, data=data, split=split, seed=seed,
                                         out=out, runs_dir=runs_dir, progress=sys.stdout.isatty())
     click.echo("Wrote " + ", ".join(str(p) for p in paths))
@@ -218,15 +230,15 @@ def viz_filters(run, data, split, out, runs_dir, layer, filters, top_k, steps, o
 
 @cli.command()
 @click.argument("run", required=False)
-@click.option("--format", "formats", type=click.Choice(["html", "md", "both"]), default="both",
+@click.option("--format", "formats", type=click.Choice([*FORMATS, "both"]), default="both",
               show_default=True, help="RUN/report.html (self-contained), RUN/report.md, or both")
-@click.option("--filters", default="0-23", show_default=True,
+@click.option("--filters", default=ReportSettings.filters, show_default=True,
               help="filters of the last conv layer shown: all, 0-15, 0,5,7")
-@click.option("--steps", type=int, default=256, show_default=True,
+@click.option("--steps", type=int, default=ReportSettings.steps, show_default=True,
               help="activation-maximization steps")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=int, default=ReportSettings.seed, show_default=True,
               help="seed of the saliency images, the ascent's starting noise and the gradient checks")
-@click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
+@runs_dir_option
 def report(run: str | None, formats: str, filters: str, steps: int, seed: int, runs_dir: str) -> None:
     """The reference's six questions answered, as a report.
 
@@ -234,17 +246,16 @@ def report(run: str | None, formats: str, filters: str, steps: int, seed: int, r
     maps, filters and the gradient math, as one HTML page with its figures embedded and a
     Markdown twin; figures in RUN/report/.
     """
+    settings = ReportSettings(filters=filters, steps=steps, seed=seed)  # checks --steps first
     with quiet_tensorflow_startup():
-        from ferkeras import report as reporting
+        from ferkeras.report import build_report
 
-    settings = reporting.ReportSettings(filters=filters, steps=steps, seed=seed)
-    reporting.build_report(run, runs_dir, settings,
-                           formats=reporting.FORMATS if formats == "both" else (formats,),
-                           echo=click.echo, progress=sys.stdout.isatty())
+    build_report(run, runs_dir, settings, formats=FORMATS if formats == "both" else (formats,),
+                 echo=click.echo, progress=sys.stdout.isatty())
 
 
 @cli.command()
-@click.option("--trials", type=int, default=20, show_default=True, help="random inputs per check")
+@click.option("--trials", type=int, default=TRIALS, show_default=True, help="random inputs per check")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the random inputs")
 def gradcheck(trials: int, seed: int) -> None:
     """Check the math's gradients against TensorFlow.
@@ -271,7 +282,7 @@ def gradcheck(trials: int, seed: int) -> None:
               help="export folder")
 @click.option("--no-verify", is_flag=True, help="export even if parity with the Keras model misses "
               "its bar (the figures are still measured and recorded)")
-@click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
+@runs_dir_option
 def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out: str,
                    no_verify: bool, runs_dir: str) -> None:
     """Export a run's best model as SavedModel and TFLite, checked against the Keras model."""
@@ -293,7 +304,8 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
               "a SavedModel folder or a run (default: the latest run, else shipped)")
 @click.option("--detector", type=click.Choice(DETECTORS), default="haar", show_default=True,
               help="face detector: OpenCV's Haar cascade, or MTCNN (slower, finds more, aligns)")
-@click.option("--no-align", is_flag=True, help="with mtcnn: crop the box as it is, eyes not levelled")
+@click.option("--no-align", is_flag=True,
+              help="with mtcnn: frame the face by its landmarks without turning it (eyes not levelled)")
 @click.option("--tta", type=click.Choice(tuple(TTA_METHODS)), default=DEFAULT_TTA, show_default=True,
               help="test-time augmentation of each face: none, flip (its mirror too), shifts (10 views)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (images: a list; video: JSON lines, "
@@ -309,36 +321,67 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
               help="video: moving average of each face's probabilities, new = A x frame + (1 - A) x "
               "old (1: none)")
 @click.option("--no-detect", is_flag=True, help="images: classify each whole image as one face crop")
-@click.option("--runs-dir", default="runs", show_default=True, help="folder of run folders")
+@runs_dir_option
 def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, detector: str, no_align: bool,
             tta: str, as_json: bool, annotate: str | None, csv_path: str | None, every: int | None,
             fps: float | None, max_frames: int | None, smooth: float, no_detect: bool,
             runs_dir: str) -> None:
     """Label the expression of each face in photos, folders, a video, a stream URL or a camera."""
     from ferkeras import predict as prediction
-    from ferkeras.media.frames import video_source
+    from ferkeras import video
+    from ferkeras.media.frames import VideoSource, video_source
     from ferkeras.runners import needs_tensorflow
 
     source = video_source(inputs, camera)
     if source is None and not inputs:
         raise click.UsageError("give images, folders, a video or a stream URL, or --camera N")
+    # A bad video, camera or flag fails here, before a model loads and before any output.
+    opened = VideoSource(source, every, fps, max_frames) if source is not None else None
+    with opened or contextlib.nullcontext() as clip:
+        if needs_tensorflow(model, runs_dir) or detector == "mtcnn":
+            with quiet_tensorflow_startup():
+                import tensorflow  # noqa: F401
+        recognizer = prediction.FaceRecognizer(model, detector, align=not no_align, tta=tta,
+                                               runs_dir=runs_dir)
+        if clip is None:
+            results = prediction.predict(inputs, recognizer, runs_dir, detect=False if no_detect else None,
+                                         annotate=annotate)
+            click.echo(prediction.to_json(results) if as_json else prediction.format_table(results))
+            click.echo(recognizer.runner.describe(), err=True)
+            return
+        summary = video.predict_video(clip, recognizer, smooth=smooth, csv_path=csv_path,
+                                      json_out=sys.stdout if as_json else None, annotate=annotate,
+                                      progress=sys.stderr.isatty())
+    # The model's line comes with the results, so a bad input's error stays the only line.
+    click.echo(recognizer.runner.describe(), err=True)
+    click.echo(summary.format(), err=as_json)
+
+
+@cli.command()
+@click.option("--model", help="shipped, a .tflite or .keras file, a SavedModel folder or a run "
+              "(default: the latest run, else shipped)")
+@click.option("--host", default=DEFAULT_HOST, show_default=True,
+              help="address to listen on (0.0.0.0: every network this machine is on)")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="port to listen on")
+@click.option("--detector", type=click.Choice(DETECTORS), default="haar", show_default=True,
+              help="face detector")
+@click.option("--tta", type=click.Choice(tuple(TTA_METHODS)), default=DEFAULT_TTA, show_default=True,
+              help="test-time augmentation of each face")
+@click.option("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, show_default=True,
+              help="largest image accepted; larger uploads get 413")
+@runs_dir_option
+def serve(model: str | None, host: str, port: int, detector: str, tta: str, max_upload_mb: float,
+          runs_dir: str) -> None:
+    """Serve a JSON API (/api/predict) and a live webcam page (/) on FastAPI and uvicorn."""
+    from ferkeras import serve as serving
+    from ferkeras.runners import needs_tensorflow
+
     if needs_tensorflow(model, runs_dir) or detector == "mtcnn":
         with quiet_tensorflow_startup():
             import tensorflow  # noqa: F401
-    recognizer = prediction.FaceRecognizer(model, detector, align=not no_align, tta=tta, runs_dir=runs_dir)
-    click.echo(recognizer.runner.describe(), err=True)
-    if source is None:
-        results = prediction.predict(inputs, recognizer, runs_dir, detect=False if no_detect else None,
-                                     annotate=annotate)
-        click.echo(prediction.to_json(results) if as_json else prediction.format_table(results))
-        return
-    from ferkeras import video
-
-    summary = video.predict_video(source, recognizer, every=every, fps=fps, max_frames=max_frames,
-                                  smooth=smooth, csv_path=csv_path,
-                                  json_out=sys.stdout if as_json else None, annotate=annotate,
-                                  progress=sys.stderr.isatty())
-    click.echo(summary.format(), err=as_json)
+    settings = serving.ServeSettings(model=model, detector=detector, tta=tta, max_upload_mb=max_upload_mb,
+                                     runs_dir=runs_dir)
+    serving.serve(settings, host=host, port=port, echo=click.echo)
 
 
 def main() -> None:
