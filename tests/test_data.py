@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FER2013_DIR, require_fer2013
 from PIL import Image
 
 import ferkeras
@@ -16,7 +17,7 @@ from ferkeras.data import Dataset, Split, load_dataset, train_val_splits
 from ferkeras.errors import FerkerasError
 from ferkeras.spec import CLASS_NAMES
 
-FER2013 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fer2013"
+FER2013 = FER2013_DIR  # ../shared/datasets/fer2013, or $FER2013_DIR
 USER_CACHE_ENV = os.environ.get("FERKERAS_CACHE_DIR")  # the real-data test keeps the user's cache
 
 TRAIN_LABELS = np.repeat(np.arange(7), 2)  # 14 images, 2 per class, grouped by class
@@ -482,9 +483,7 @@ def test_real_synthetic_generator_fits_split(monkeypatch):
 # ---- real FER2013 ----------------------------------------------------------------------------
 
 def test_real_fer2013_folders(monkeypatch):
-    if not (FER2013 / "train").is_dir():
-        pytest.skip(f"FER2013 not found at {FER2013}: the Kaggle folder layout (train/, test/) "
-                    "is only on development machines and CI")
+    require_fer2013(FER2013)  # skips with the reason, or fails in CI (FERKERAS_REQUIRE_DATA)
     if USER_CACHE_ENV is None:
         monkeypatch.delenv("FERKERAS_CACHE_DIR")  # the default cache makes a second run fast
     else:
