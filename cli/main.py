@@ -13,7 +13,7 @@ import typing
 import click
 
 import ferkeras
-from ferkeras.config import RUNS_DIR, TrainConfig, flag_of, resume_options
+from ferkeras.config import ARCHITECTURES, RUNS_DIR, TrainConfig, flag_of, resume_options
 from ferkeras.errors import FerkerasError, quiet_stderr
 from ferkeras.gradients import TRIALS
 from ferkeras.media.detect import DETECTORS
@@ -99,15 +99,17 @@ def train(recipe: str | None, resume: str | None, **options) -> None:
 @click.argument("model", required=False)
 @click.option("--channels", type=click.Choice(["1", "3"]), default=str(TrainConfig.channels),
               show_default=True, help="conv input channels of a new model")
+@click.option("--arch", type=click.Choice(ARCHITECTURES), default=TrainConfig.arch, show_default=True,
+              help="architecture of a new model")
 @runs_dir_option
-def summary(model: str | None, channels: str, runs_dir: str) -> None:
+def summary(model: str | None, channels: str, arch: str, runs_dir: str) -> None:
     """Print each layer's output shape and parameters (a new model, or a run's / a .keras file)."""
     from ferkeras.runs import find_model
 
     with quiet_tensorflow_startup():
         from ferkeras.model import build_model, count_params, load_model
 
-    net = load_model(find_model(model, runs_dir)) if model else build_model(int(channels))
+    net = load_model(find_model(model, runs_dir)) if model else build_model(int(channels), arch)
     net.summary(print_fn=lambda line, *args, **kwargs: click.echo(line))
     total, frozen = count_params(net)
     click.echo(f"{total:,} parameters, {frozen:,} of them non-trainable (BatchNorm statistics)")

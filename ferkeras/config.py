@@ -26,6 +26,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
 MIXES = ("none", "mixup", "cutmix")
+ARCHITECTURES = ("reference", "large")  # model.build_model
 STRATEGIES = ("default", "mirrored")
 
 # Epochs when --epochs is not given: the reference's 30 on real data; the synthetic faces
@@ -74,11 +75,15 @@ class TrainConfig:
     mix: str = _opt("none", "mix pairs of training images and their labels: mixup blends whole "
                             "images, cutmix pastes a patch of one into the other", MIXES)
     teacher: str | None = _opt(None, "distil from a trained model (run, .keras, SavedModel or "
-                                     ".tflite; several, comma-separated, are averaged): the "
+                                     ".tflite) or a .npy of its probabilities over train, in the "
+                                     "data's order (several, comma-separated, are averaged): the "
                                      "targets blend each label with the teacher's probabilities")
     distill: float = _opt(0.5, "with --teacher: the teacher's share of each target, 0 < w <= 1")
     class_weight: str = _opt("none", "balanced weighs classes by inverse frequency", CLASS_WEIGHTS)
     channels: int = _opt(3, "conv input channels: 3 = gray replicated as the reference, or 1")
+    arch: str = _opt("reference", "architecture: reference = the report's 322,039-parameter CNN; "
+                                  "large = a VGG-style network after Khaireddin & Chen (2021), "
+                                  "2.6 million parameters", ARCHITECTURES)
     seed: int = _opt(0, "seed for the split, shuffling, augmentation and initial weights")
     deterministic: bool = _opt(False, "deterministic TensorFlow ops (slower; same run twice on CPU)")
     strategy: str = _opt("default", "tf.distribute strategy; mirrored spans all visible GPUs",

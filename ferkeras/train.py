@@ -29,7 +29,7 @@ from keras import layers
 import ferkeras
 from ferkeras.config import RUNS_DIR, TrainConfig, command_line
 from ferkeras.data import EVAL_BATCH_SIZE, Split, load_dataset, train_val_splits
-from ferkeras.errors import FerkerasError
+from ferkeras.errors import FerkerasError, first_line
 from ferkeras.fileio import write_json_atomic, write_text_atomic
 from ferkeras.model import build_model, load_model, save_model
 from ferkeras.runs import find_run, new_run_dir, read_history, read_run_config
@@ -123,16 +123,21 @@ def distillation_targets(config: TrainConfig, split: Split, echo: Echo = print) 
     from ferkeras.runners import load_runner
 
     probs = []
-    for name in config.teacher.split(","):
-        try:
-            teacher = load_runner(name.strip(), config.runs_dir)
-        except FerkerasError as e:
-            raise FerkerasError(f"--teacher {config.teacher}: {e}") from None
-        if len(split) and teacher(split.images[:1]).shape != (1, NUM_CLASSES):
-            raise FerkerasError(f"--teacher {config.teacher}: {teacher.path} does not output "
-                                f"{NUM_CLASSES} classes")
-        probs.append(teacher.predict(split.images, tta="flip"))
-        echo(f"Teacher {teacher.path}: agrees with "
+    for name in (part.strip() for part in config.teacher.split(",")):
+        if name.endswith(".npy"):  # soft targets made elsewhere (a GPU with no TensorFlow, say)
+            probs.append(read_soft_targets(name, len(split)))
+            where = name
+        else:
+            try:
+                teacher = load_runner(name, config.runs_dir)
+            except FerkerasError as e:
+                raise FerkerasError(f"--teacher {config.teacher}: {e}") from None
+            if len(split) and teacher(split.images[:1]).shape != (1, NUM_CLASSES):
+                raise FerkerasError(f"--teacher {config.teacher}: {teacher.path} does not output "
+                                    f"{NUM_CLASSES} classes")
+            probs.append(teacher.predict(split.images, tta="flip"))
+            where = teacher.path
+        echo(f"Teacher {where}: agrees with "
              f"{np.mean(probs[-1].argmax(1) == split.labels):.1%} of the training labels")
     mean = np.mean(probs, axis=0)
     if len(probs) > 1:
@@ -140,6 +145,26 @@ def distillation_targets(config: TrainConfig, split: Split, echo: Echo = print) 
     echo(f"Targets: {1 - config.distill:g} x label + {config.distill:g} x teacher probabilities")
     onehot = np.eye(NUM_CLASSES)[split.labels]
     return ((1 - config.distill) * onehot + config.distill * mean).astype(np.float32)
+
+
+def read_soft_targets(path: str, images: int) -> np.ndarray:
+    """A teacher's probabilities (images, 7) from a .npy file, checked against the training data."""
+    try:
+        probs = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise FerkerasError(f"--teacher {path}: cannot read it as a .npy array ({first_line(e)})") from None
+    if probs.shape != (images, NUM_CLASSES):
+        raise FerkerasError(f"--teacher {path}: shape {probs.shape}, expected ({images}, {NUM_CLASSES}): "
+                            "one row of probabilities per training image, in the data's order")
+    probs = probs.astype(np.float64)
+    if not np.isfinite(probs).all() or (probs < 0).any():
+        raise FerkerasError(f"--teacher {path}: probabilities must be finite and non-negative")
+    sums = probs.sum(axis=1)
+    worst = int(np.argmax(np.abs(sums - 1)))
+    if abs(sums[worst] - 1) > 1e-3:
+        raise FerkerasError(f"--teacher {path}: row {worst} sums to {sums[worst]:.4f}, not 1 "
+                            "(softmax probabilities expected)")
+    return probs
 
 
 def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
@@ -378,7 +403,7 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
     val_ds = make_pipeline(val_split, EVAL_BATCH_SIZE)
 
     with _strategy(config.strategy).scope():
-        model = build_model(config.channels)
+        model = build_model(config.channels, config.arch)
         compile_model(model, config, steps_per_epoch * epochs, steps_per_epoch * config.warmup_epochs)
 
     # A resumed run's best model so far is its history's best.

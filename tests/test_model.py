@@ -113,3 +113,17 @@ def test_fused_batch_norm_trains_as_keras_batch_norm_does():
     expected = 0.9 + 0.1 * (np.asarray(plain.moving_variance) - 0.9) / 0.1 * n / (n - 1)
     np.testing.assert_allclose(fused.moving_variance, expected, rtol=1e-5)
     np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=0.02)
+
+
+def test_the_large_architecture_keeps_the_input_contract():
+    large = build_model(arch="large")
+    total, frozen = count_params(large)
+    assert total == 2_622_503 and frozen == 1_920  # 8 batch norms of 32..256 filters, 2 statistics each
+    assert large.input_shape == (None, 48, 48, 1) and large.output_shape == (None, 7)
+    assert [layer.name for layer in large.layers[:2]] == ["rescale", "gray_to_rgb"]
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in large.layers) == 8
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
+    probs = np.asarray(large(faces, training=False))
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    with pytest.raises(FerkerasError, match="--arch huge: must be reference or large"):
+        build_model(arch="huge")

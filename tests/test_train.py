@@ -305,3 +305,44 @@ def test_a_bad_teacher_is_one_line_and_leaves_no_run_folder(tmp_path, monkeypatc
                             monkeypatch, capsys)
     assert code == 2 and err.startswith(f"Error: --teacher {tmp_path / 'nosuch'}: ")
     assert len(err.strip().splitlines()) == 1 and list((tmp_path / "runs").iterdir()) == []
+
+
+def test_soft_targets_from_a_npy_file_are_checked_against_the_data(tmp_path):
+    from ferkeras.config import TrainConfig
+    from ferkeras.data import load_dataset
+    from ferkeras.errors import FerkerasError
+    from ferkeras.train import distillation_targets
+
+    split = load_dataset("synthetic:3000").splits["train"]
+    split = Split(split.images[:50], split.labels[:50])
+    probs = np.random.default_rng(0).dirichlet(np.ones(7), size=50)
+    good = tmp_path / "teacher.npy"
+    np.save(good, probs)
+    targets = distillation_targets(TrainConfig(teacher=str(good), distill=0.25), split, echo=lambda _: None)
+    np.testing.assert_allclose(targets, 0.75 * np.eye(7)[split.labels] + 0.25 * probs, atol=1e-6)
+    cases = {"count": (probs[:49], r"shape \(49, 7\), expected \(50, 7\)"),
+             "shape": (probs[:, :6], r"shape \(50, 6\), expected \(50, 7\)"),
+             "sum": (np.vstack([probs[:7], probs[7:8] * 1.1, probs[8:]]), "row 7 sums to 1.1000, not 1"),
+             "negative": (probs - probs.mean(), "probabilities must be finite and non-negative")}
+    for name, (array, message) in cases.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        with pytest.raises(FerkerasError, match=f"--teacher {tmp_path / name}.npy: {message}"):
+            distillation_targets(TrainConfig(teacher=str(tmp_path / f"{name}.npy")), split)
+    (tmp_path / "junk.npy").write_text("not numpy")
+    with pytest.raises(FerkerasError, match="cannot read it as a .npy array"):
+        distillation_targets(TrainConfig(teacher=str(tmp_path / "junk.npy")), split)
+
+
+def test_train_large_records_its_architecture(tmp_path):
+    from ferkeras.config import TrainConfig
+    from ferkeras.model import load_model
+    from ferkeras.train import train
+
+    run = train(TrainConfig(data="synthetic:300", epochs=1, arch="large", augment="none",
+                            runs_dir=str(tmp_path), name="large"), echo=lambda _: None)
+    options = json.loads((run / "config.json").read_text())["options"]
+    # --resume and evaluate rebuild from config.json: large stays large, and older runs,
+    # whose config.json has no arch, are the reference model
+    assert options["arch"] == "large" and TrainConfig.from_dict(options).arch == "large"
+    assert TrainConfig.from_dict({k: v for k, v in options.items() if k != "arch"}).arch == "reference"
+    assert load_model(run / "model.keras").name == "ferkeras_large"
