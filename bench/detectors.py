@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 
 from ferkeras.data import load_dataset  # noqa: E402
 from ferkeras.media.crop import EYE_ROW, FACE_SIDE, FACE_UNIT, crop_face, crop_landmarks  # noqa: E402
+from ferkeras.media.detect import iou  # noqa: E402
 from ferkeras.media.images import read_image, to_gray  # noqa: E402
-from ferkeras.media.track import iou  # noqa: E402
 from ferkeras.predict import make_detector  # noqa: E402
 from ferkeras.runners import load_runner  # noqa: E402
 from ferkeras.spec import IMAGE_SIZE  # noqa: E402

@@ -21,7 +21,7 @@ from ferkeras.predict import DEFAULT_TTA
 from ferkeras.report import FORMATS, ReportSettings
 from ferkeras.runners import TTA_METHODS
 from ferkeras.serve import DEFAULT_HOST, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT
-from ferkeras.video import DEFAULT_SMOOTH
+from ferkeras.video import DEFAULT_SCAN_EVERY, DEFAULT_SMOOTH
 from ferkeras.viz import (
     ALL_FILTERS,
     DEFAULT_METHOD,
@@ -322,11 +322,14 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
 @click.option("--smooth", type=float, default=DEFAULT_SMOOTH, show_default=True, metavar="A",
               help="video: moving average of each face's probabilities, new = A x frame + (1 - A) x "
               "old (1: none)")
+@click.option("--scan-every", type=int, default=DEFAULT_SCAN_EVERY, show_default=True, metavar="N",
+              help="video: search the whole frame for new faces every N analysed frames, and near "
+              "the tracked faces in between (1: the whole frame every time)")
 @click.option("--no-detect", is_flag=True, help="images: classify each whole image as one face crop")
 @runs_dir_option
 def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, detector: str, no_align: bool,
             tta: str, as_json: bool, annotate: str | None, csv_path: str | None, every: int | None,
-            fps: float | None, max_frames: int | None, smooth: float, no_detect: bool,
+            fps: float | None, max_frames: int | None, smooth: float, scan_every: int, no_detect: bool,
             runs_dir: str) -> None:
     """Label the expression of each face in photos, folders, a video, a stream URL or a camera."""
     from ferkeras import predict as prediction
@@ -351,8 +354,9 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
             click.echo(prediction.to_json(results) if as_json else prediction.format_table(results))
             click.echo(recognizer.runner.describe(), err=True)
             return
-        summary = video.predict_video(clip, recognizer, smooth=smooth, csv_path=csv_path,
-                                      json_out=sys.stdout if as_json else None, annotate=annotate,
+        summary = video.predict_video(clip, recognizer, smooth=smooth, scan_every=scan_every,
+                                      csv_path=csv_path, json_out=sys.stdout if as_json else None,
+                                      annotate=annotate,
                                       progress=sys.stderr.isatty())
     # The model's line comes with the results, so a bad input's error stays the only line.
     click.echo(recognizer.runner.describe(), err=True)

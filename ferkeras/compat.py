@@ -316,7 +316,10 @@ class Video:
                           (source.width, source.height), flag="save_video")) if save_video else None
             display = display and _can_display()
             whole: dict[int, Frame] = {}
-            for result in analyze_video(_regions(source, detection_box, whole), recognizer):
+            # every frame searched whole and nothing smoothed, as fer does: each frame's faces are
+            # what detect_emotions gives that frame
+            for result in analyze_video(_regions(source, detection_box, whole), recognizer, smooth=1.0,
+                                        scan_every=1):
                 frame = whole.pop(result.frame.index)
                 faces = _offset(result.faces, detection_box)
                 bgr = frame.bgr

@@ -27,7 +27,9 @@ from ferkeras.media.images import IMAGE_SUFFIXES, as_rgb, image_paths, read_imag
 from ferkeras.runners import BATCH_SIZE, Runner, load_runner, tta_method
 from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
 
-DEFAULT_TTA = "flip"  # +2.1 points on PublicTest for 2 model passes a face (bench/predict_tta.py)
+# Shipped int8 model on PublicTest: 0.6528 -> 0.6734 for 0.18 ms more a face; shifts adds 0.2
+# points for 1.5 ms more (bench/predict_tta.py). Detection takes about 75 ms of a 640x480 frame.
+DEFAULT_TTA = "flip"
 
 
 # ---------------------------------------------------------------------------- records
@@ -128,13 +130,15 @@ class FaceRecognizer:
         """The class names, in the order of each face's probabilities."""
         return self.runner.labels
 
-    def find(self, rgb: np.ndarray, detect: bool | None = True) -> FoundFaces:
+    def find(self, rgb: np.ndarray, detect: bool | None = True, near: list[Box] | None = None) -> FoundFaces:
         """Detections and crops of an RGB image; detect None: a 48x48 image is one face as it is,
-        False: the whole image is one face."""
+        False: the whole image is one face. near: search only around these boxes (a video's
+        tracks; Detector.near), where given."""
         gray = to_gray(rgb)
         height, width = gray.shape
         whole = not detect if detect is not None else is_face_crop(gray)
-        detections = [Detection((0, 0, width, height))] if whole else self.detector(rgb, gray)
+        detections = ([Detection((0, 0, width, height))] if whole
+                      else self.detector.near(rgb, gray, near) if near else self.detector(rgb, gray))
         crops = (np.stack([crop_detection(gray, d, self.align) for d in detections]) if detections
                  else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
         return FoundFaces(detections, crops, whole)

@@ -30,6 +30,7 @@ from PIL import Image
 
 from ferkeras import video
 from ferkeras.media import frames
+from ferkeras.media.detect import iou
 from ferkeras.media.draw import draw_faces
 from ferkeras.predict import Face, FaceRecognizer
 from ferkeras.spec import CLASS_NAMES
@@ -383,6 +384,7 @@ BAD_INPUTS = {  # case: (arguments, what the error line must name)
     "--fps above the source's": (["CLIP", "--fps", "30"], ["--fps 30: above the source's 15 frames/s"]),
     "--max-frames 0": (["CLIP", "--max-frames", "0"], ["--max-frames 0: must be 1 or more"]),
     "--smooth 0": (["CLIP", "--smooth", "0"], ["--smooth 0: must be in (0, 1]"]),
+    "--scan-every 0": (["CLIP", "--scan-every", "0"], ["--scan-every 0: must be 1 or more"]),
     "--csv under a file": (["CLIP", "--csv", "BLOCKER/x.csv"],
                            ["--csv BLOCKER/x.csv: cannot write (Not a directory)"]),
     "--annotate under a file": (["CLIP", "--annotate", "BLOCKER/x.mp4"],
@@ -469,3 +471,30 @@ def test_the_probability_panel_is_compact_readable_and_beside_the_face(size, box
     assert panel_h * panel_w < 0.12 * size[0] * size[1]  # compact: was over a quarter of 320x240
     assert panel_h <= h and panel_h >= 7 * 11  # seven rows of letters at least 8 px high
     assert rows.min() >= y - 1 and (cols.min() >= x + w or cols.max() < x)  # beside the box
+
+
+def test_searching_near_the_tracks_finds_what_the_whole_frame_search_finds(grace_hopper_clip, recognizer):
+    """Between whole-frame scans the detector looks only around the tracked faces (Detector.near):
+    on the panned clip it finds the face in every frame the whole-frame search does, in the
+    same place, under one track id."""
+    from ferkeras.video import analyze_video
+
+    runs = {}
+    for scan_every in (1, 10):
+        with frames.VideoSource(grace_hopper_clip) as video:
+            runs[scan_every] = list(analyze_video(video, recognizer, smooth=1.0, scan_every=scan_every))
+    assert [len(r.faces) for r in runs[10]] == [len(r.faces) for r in runs[1]]
+    for whole, near in zip(runs[1], runs[10], strict=True):
+        for a, b in zip(whole.faces, near.faces, strict=True):
+            assert iou([a.box], [b.box])[0, 0] > 0.8 and b.track_id == 1
+
+
+def test_near_searches_only_around_the_given_boxes(recognizer):
+    bgr = grace_hopper_bgr()
+    rgb, gray = bgr[:, :, ::-1].copy(), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    [face] = recognizer.detector(rgb, gray)
+    [found] = recognizer.detector.near(rgb, gray, [face.box])
+    assert iou([found.box], [face.box])[0, 0] > 0.9
+    assert recognizer.detector.near(rgb, gray, [(0, 420, 120, 120)]) == []  # the flag, bottom left
+    # two tracks' regions that hold the same face give it once
+    assert len(recognizer.detector.near(rgb, gray, [face.box, (face.box[0] + 10, *face.box[1:])])) == 1

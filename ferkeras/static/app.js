@@ -44,7 +44,7 @@ function listFaces(list, faces) {
       img.alt = `saliency map of face ${i + 1}`;
       img.src = face.saliency;
       const caption = document.createElement("figcaption");
-      caption.textContent = "bright: the pixels that decided it (SmoothGrad)";
+      caption.textContent = "coloured: the pixels that decided it (SmoothGrad)";
       figure.append(img, caption);
       item.appendChild(figure);
     }
