@@ -116,3 +116,22 @@ def test_the_installed_package_predicts_with_its_shipped_model(venv, tmp_path):
     assert abs(box["x"] - 155) < 30 and abs(box["y"] - 105) < 30 and abs(box["width"] - 222) < 50
     assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
     assert sorted(os.listdir(empty)) == ["grace_hopper.jpg"]  # nothing written beside it
+
+
+def test_the_installed_package_analyses_a_video(venv, tmp_path, grace_hopper_clip):
+    """The issue's Done-when, in the wheel's venv and an empty folder: a clip in, CSV, annotated
+    video and the per-track summary out."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(grace_hopper_clip, empty / "clip.mp4")
+    result = run_in(empty, venv / "bin" / "ferkeras", "predict", "clip.mp4", "--csv", "faces.csv",
+                    "--annotate", "out.mp4")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(empty)) == ["clip.mp4", "faces.csv", "out.mp4"]  # no partial file left
+    (model_line,) = result.stderr.strip().splitlines()
+    assert model_line.startswith("model: shipped (model_int8.tflite)")
+    lines = result.stdout.strip().splitlines()  # the summary
+    assert lines[0].startswith("clip.mp4: 45 frames analysed, 1 face track(s)")
+    assert lines[1].startswith("  track 1: ") and lines[-2:] == ["Wrote faces.csv", "Wrote out.mp4"]
+    rows = (empty / "faces.csv").read_text().splitlines()
+    assert rows[0].startswith("frame,time_s,track_id,x,y,w,h,label,score,angry") and len(rows) >= 40
