@@ -78,11 +78,7 @@ def build_model(channels: int = 3, arch: str = "reference") -> keras.Sequential:
         raise FerkerasError(f"--arch {arch}: must be reference or large")
     model = _input_layers("ferkeras_cnn", channels)
     for i, filters in enumerate(BLOCK_FILTERS, start=1):
-        model.add(layers.Conv2D(filters, 3, padding="same", name=f"conv{i}"))
-        # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as in the reference;
-        # Keras' 0.99 lags for hundreds of steps, so short runs validate with stale statistics.
-        model.add(FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name=f"bn{i}"))
-        model.add(layers.ReLU(name=f"relu{i}"))
+        _add_conv_bn_relu(model, filters, f"{i}")
         model.add(layers.MaxPooling2D(2, name=f"pool{i}"))
     model.add(layers.Flatten(name="flatten"))
     for i, units in enumerate(DENSE_UNITS, start=1):
@@ -97,9 +93,7 @@ def build_large(channels: int = 3) -> keras.Sequential:
     model = _input_layers("ferkeras_large", channels)
     for stage, filters in enumerate(LARGE_STAGE_FILTERS, start=1):
         for conv in (1, 2):
-            model.add(layers.Conv2D(filters, 3, padding="same", name=f"conv{stage}_{conv}"))
-            model.add(FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name=f"bn{stage}_{conv}"))
-            model.add(layers.ReLU(name=f"relu{stage}_{conv}"))
+            _add_conv_bn_relu(model, filters, f"{stage}_{conv}")
         model.add(layers.MaxPooling2D(2, name=f"pool{stage}"))
     model.add(layers.Flatten(name="flatten"))
     for i, units in enumerate(LARGE_DENSE_UNITS, start=1):
@@ -107,6 +101,15 @@ def build_large(channels: int = 3) -> keras.Sequential:
         model.add(layers.Dropout(LARGE_DROPOUT, name=f"dropout{i}"))
     model.add(layers.Dense(NUM_CLASSES, activation="softmax", name="predictions"))
     return model
+
+
+def _add_conv_bn_relu(model: keras.Sequential, filters: int, suffix: str) -> None:
+    """Conv 3x3 (same padding) -> batch norm -> ReLU, named conv<suffix>, bn<suffix>, relu<suffix>."""
+    model.add(layers.Conv2D(filters, 3, padding="same", name=f"conv{suffix}"))
+    # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as in the reference;
+    # Keras' 0.99 lags for hundreds of steps, so short runs validate with stale statistics.
+    model.add(FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name=f"bn{suffix}"))
+    model.add(layers.ReLU(name=f"relu{suffix}"))
 
 
 def _input_layers(name: str, channels: int) -> keras.Sequential:
