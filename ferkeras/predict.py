@@ -152,10 +152,15 @@ class FaceRecognizer:
         return [Face(d.box, p, self.labels, landmarks=d.landmarks)
                 for d, p in zip(found.detections, probabilities, strict=True)]
 
+    def recognize(self, rgb: np.ndarray, detect: bool | None = True,
+                  near: list[Box] | None = None) -> tuple[FoundFaces, list[Face]]:
+        """find, then classify the crops: the detections (with their crops) and their Face records."""
+        found = self.find(rgb, detect, near)
+        return found, self.faces(found, self.classify(found.crops))
+
     def __call__(self, image: np.ndarray, color: str = "bgr", detect: bool | None = True) -> list[Face]:
         """The faces in one image array (BGR as OpenCV gives it, "rgb", or gray), left to right."""
-        found = self.find(as_rgb(image, color), detect)
-        return self.faces(found, self.classify(found.crops))
+        return self.recognize(as_rgb(image, color), detect)[1]
 
 
 # ---------------------------------------------------------------------------- image files

@@ -88,8 +88,7 @@ class Service:
         if saliency:
             self.saliency_model()  # a first load happens outside the inference lock
         with self.lock:
-            found = self.recognizer.find(rgb)
-            faces = self.recognizer.faces(found, self.recognizer.classify(found.crops))
+            found, faces = self.recognizer.recognize(rgb)
             records = [face.to_dict() for face in faces]
             if saliency and faces:
                 for record, overlay in zip(records, self._saliency(found.crops, faces), strict=True):

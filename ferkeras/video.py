@@ -77,8 +77,7 @@ def analyze_video(source: VideoSource, recognizer: FaceRecognizer, smooth: float
     smoother = Smoother(smooth)
     for n, frame in enumerate(source):
         near = list(tracker.boxes.values()) if n % scan_every else None
-        found = recognizer.find(as_rgb(frame.bgr, "bgr"), near=near)
-        faces = recognizer.faces(found, recognizer.classify(found.crops))
+        faces = recognizer.recognize(as_rgb(frame.bgr, "bgr"), near=near)[1]
         for face, track_id in zip(faces, tracker.update([f.box for f in faces]), strict=True):
             face.track_id = track_id
             face.probabilities = smoother.update(track_id, face.probabilities)
