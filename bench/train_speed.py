@@ -1,6 +1,7 @@
 """Benchmark training speed: ferkeras' pipeline vs the reference's PyTorch model, in one run.
 
     python bench/train_speed.py [--images 6400] [--epochs 3] [--rounds 2] [--variants ...]
+                                [--arch reference|large]
 
 Each contender trains in a fresh process of its own (TensorFlow and PyTorch fix their thread
 pools at start-up), in turn, --rounds times; the best round of each is reported, as noise on
@@ -19,6 +20,7 @@ a shared machine only ever slows a run down. The first epoch is warm-up and is n
 - --variants adds ferkeras with one lever changed: keras_bn (Keras' own, unfused
   BatchNormalization instead of ferkeras' fused one), bf16 (mixed bfloat16), xla (jit_compile),
   spe8 (steps_per_execution=8), batch256.
+- --arch large times ferkeras' large model instead; the PyTorch row, the reference's, is left out.
 
 Images are random 48x48 gray faces: speed does not depend on what the pixels show.
 """
@@ -36,11 +38,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 
 import numpy as np  # noqa: E402
 
+from ferkeras.config import ARCHITECTURES  # noqa: E402
+
 VARIANTS = ("keras_bn", "bf16", "xla", "spe8", "batch256")
 
 
-def flops_per_image() -> tuple[float, float]:
-    """(forward, training) FLOPs per image of the reference CNN, counted from its layers.
+def flops_per_image(arch: str = "reference") -> tuple[float, float]:
+    """(forward, training) FLOPs per image of one of ferkeras' CNNs, counted from its layers.
 
     A conv or dense layer does 2 FLOPs per multiply-add; training is forward plus a backward
     pass of about twice the forward cost (gradients for inputs and for weights).
@@ -50,7 +54,7 @@ def flops_per_image() -> tuple[float, float]:
     with quiet_stderr():  # TensorFlow's C++ start-up lines
         from ferkeras.model import build_model
 
-        layers = build_model().layers
+        layers = build_model(arch=arch).layers
     forward = 0.0
     for layer in layers:
         kind = type(layer).__name__
@@ -77,7 +81,8 @@ def steady_rate(epoch_seconds: list[float], images: int) -> float:
     return images * len(timed) / sum(timed)
 
 
-def run_ferkeras(images: int, epochs: int, variant: str | None, in_memory: bool) -> float:
+def run_ferkeras(images: int, epochs: int, variant: str | None, in_memory: bool,
+                 arch: str = "reference") -> float:
     """Train ferkeras' model with its defaults (one lever changed by variant); images/s."""
     import keras
 
@@ -93,7 +98,7 @@ def run_ferkeras(images: int, epochs: int, variant: str | None, in_memory: bool)
     if variant == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     split = random_faces(images)
-    model = build_model(config.channels)
+    model = build_model(config.channels, arch)
     steps = -(-images // config.batch_size)
     compile_model(model, config, steps * epochs)
     if variant in ("xla", "spe8"):  # compile again with the lever, same optimizer and loss
@@ -166,23 +171,23 @@ def run_torch(images: int, epochs: int, batch_size: int = 128) -> float:
     return steady_rate(seconds, images)
 
 
-def worker(contender: str, images: int, epochs: int) -> float:
+def worker(contender: str, images: int, epochs: int, arch: str) -> float:
     """Measure one contender in this process."""
     if contender == "pytorch reference":
         return run_torch(images, epochs)
     if contender == "input pipeline":
         return run_pipeline(images, epochs)
     if contender == "keras in memory":
-        return run_ferkeras(images, epochs, None, in_memory=True)
+        return run_ferkeras(images, epochs, None, in_memory=True, arch=arch)
     variant = contender.split(" ", 1)[1] if " " in contender else None
-    return run_ferkeras(images, epochs, variant, in_memory=False)
+    return run_ferkeras(images, epochs, variant, in_memory=False, arch=arch)
 
 
-def measure(contender: str, images: int, epochs: int) -> float | None:
+def measure(contender: str, images: int, epochs: int, arch: str) -> float | None:
     """Run a contender in a fresh process; images/s, or None when it could not run."""
     result = subprocess.run(
         [sys.executable, __file__, "--worker", contender, "--images", str(images),
-         "--epochs", str(epochs)], capture_output=True, text=True)
+         "--epochs", str(epochs), "--arch", arch], capture_output=True, text=True)
     if result.returncode != 0:
         print(f"  {contender}: failed: {result.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
@@ -205,16 +210,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of each contender, best kept")
     parser.add_argument("--variants", nargs="*", default=[], choices=VARIANTS,
                         help="ferkeras with one lever changed")
+    parser.add_argument("--arch", default="reference", choices=ARCHITECTURES,
+                        help="which ferkeras architecture to time")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        rate = worker(args.worker, args.images, args.epochs)
+        rate = worker(args.worker, args.images, args.epochs, args.arch)
         print(json.dumps({"images_per_second": rate}))
         return
 
     contenders = ["ferkeras", *[f"ferkeras {v}" for v in args.variants], "keras in memory",
                   "input pipeline"]
-    if torch_available():
+    if args.arch != "reference":
+        pass  # the PyTorch row is the reference's model only
+    elif torch_available():
         contenders.append("pytorch reference")
     else:
         print("PyTorch is not installed (pip install torch==2.13.0): the reference is left out.")
@@ -223,14 +232,14 @@ def main() -> None:
     rates: dict[str, float] = {}
     for round_number in range(1, args.rounds + 1):
         for contender in contenders:  # interleaved, so a slow spell hits every contender
-            rate = measure(contender, args.images, args.epochs)
+            rate = measure(contender, args.images, args.epochs, args.arch)
             print(f"  round {round_number}: {contender:<22} "
                   + (f"{rate:8.0f} images/s" if rate else "failed"), flush=True)
             if rate:
                 rates[contender] = max(rates.get(contender, 0.0), rate)
 
-    forward, training = flops_per_image()
-    print(f"\nreference CNN: {forward / 1e6:.1f} MFLOP forward, about {training / 1e6:.0f} MFLOP "
+    forward, training = flops_per_image(args.arch)
+    print(f"\n{args.arch} CNN: {forward / 1e6:.1f} MFLOP forward, about {training / 1e6:.0f} MFLOP "
           "per training image (forward + backward)")
     base = rates.get("pytorch reference")
     print(f"{'contender':<22} {'images/s':>9} {'GFLOP/s':>8} {'vs pytorch':>11}")

@@ -27,7 +27,7 @@ SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
 MIXES = ("none", "mixup", "cutmix")
 ARCHITECTURES = ("reference", "large")  # model.build_model
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multiworker")
 
 # Epochs when --epochs is not given: the reference's 30 on real data; the synthetic faces
 # are learnt sooner and the default run must finish within 3 minutes on 2 CPU cores.
@@ -84,9 +84,13 @@ class TrainConfig:
     arch: str = _opt("reference", "architecture: reference = the report's 322,039-parameter CNN; "
                                   "large = a VGG-style network after Khaireddin & Chen (2021), "
                                   "2.6 million parameters", ARCHITECTURES)
+    init: str | None = _opt(None, "start from a trained model's weights (a run or .keras file of "
+                                  "the same --arch and --channels) instead of random ones: to "
+                                  "fine-tune it, or to train it on under a new schedule")
     seed: int = _opt(0, "seed for the split, shuffling, augmentation and initial weights")
     deterministic: bool = _opt(False, "deterministic TensorFlow ops (slower; same run twice on CPU)")
-    strategy: str = _opt("default", "tf.distribute strategy; mirrored spans all visible GPUs",
+    strategy: str = _opt("default", "tf.distribute strategy: mirrored spans all visible GPUs; "
+                                    "multiworker spans the machines that TF_CONFIG names",
                          STRATEGIES)
     name: str = _opt("train", "run name: the run folder is RUNS_DIR/NAME (NAME2, ... if taken)")
     runs_dir: str = _opt(RUNS_DIR, "folder that holds the run folders")

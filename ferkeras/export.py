@@ -247,11 +247,13 @@ class ExportResult:
 
 def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "exported",
            tflite: bool = False, quantize: Iterable[str] | None = None, verify: bool = True,
-           runs_dir: str | os.PathLike = RUNS_DIR, echo: Echo = print) -> ExportResult:
+           runs_dir: str | os.PathLike = RUNS_DIR, echo: Echo = print,
+           saved_model: bool = True) -> ExportResult:
     """Export a run's best model (or a .keras file) as .keras, SavedModel and TFLite, checking parity.
 
     Parity is measured whenever the model's run says what its validation images are; verify
     decides whether a miss keeps the export out (True) or is only recorded (False).
+    saved_model=False leaves the SavedModel out of `out` (it is still made: TFLite converts it).
     """
     formats = select_formats(tflite, quantize)
     model_path = find_model(run, runs_dir)
@@ -285,6 +287,8 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
                 runner = KerasRunner(path)
             elif fmt.name == "saved_model":
                 model.export(str(path), format="tf_saved_model", verbose=False)
+                if not saved_model:
+                    continue  # made only to convert the TFLite files from
                 runner = SavedModelRunner(path)
             else:
                 path.write_bytes(convert(build / "saved_model", fmt, representative))

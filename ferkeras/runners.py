@@ -20,7 +20,7 @@ from ferkeras.config import RUNS_DIR
 from ferkeras.data import as_batch
 from ferkeras.errors import FerkerasError, first_line, quiet_stderr
 from ferkeras.fileio import read_json
-from ferkeras.runs import SHIPPED, find_model, has_runs, shipped_dir
+from ferkeras.runs import SHIPPED, SHIPPED_MODELS, find_model, has_runs, shipped_dir, shipped_file
 from ferkeras.spec import CLASS_NAMES, IMAGE_SHAPE
 
 BATCH_SIZE = 256  # faces per model call
@@ -249,17 +249,14 @@ def needs_tensorflow(model: str | os.PathLike | None, runs_dir: str | os.PathLik
 def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_DIR) -> Path:
     """The file or folder a model name stands for.
 
-    None: the latest run in runs_dir, else (no runs) the shipped model; `shipped`: the shipped
-    model's int8 file; anything else: itself (a .tflite/.keras file, a SavedModel or export
-    folder) or a run's best model.keras.
+    None: the latest run in runs_dir, else (no runs) the shipped model; `shipped` or `large`:
+    that shipped model's int8 file; anything else: itself (a .tflite/.keras file, a SavedModel
+    or export folder) or a run's best model.keras.
     """
     if model is None:
         model = SHIPPED if not has_runs(runs_dir) else None
-    if str(model) == SHIPPED:
-        path = shipped_dir() / SHIPPED_FILE
-        if not path.is_file():
-            raise FerkerasError(f"the shipped model {path} is missing: reinstall ferkeras")
-        return path
+    if str(model) in SHIPPED_MODELS:
+        return shipped_file(str(model), SHIPPED_FILE)
     if model is not None:
         path = Path(model)
         if path.suffix == ".tflite" or (path / "saved_model.pb").is_file():
@@ -269,7 +266,7 @@ def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike =
             return path / "saved_model"  # an export folder
         if path.is_file() and path.suffix != ".keras":
             raise FerkerasError(f"{path}: not a model (expected .tflite, .keras, a SavedModel "
-                                f"folder, a run or {SHIPPED})")
+                                f"folder, a run, {SHIPPED} or large)")
     return find_model(model, runs_dir)
 
 
@@ -283,8 +280,10 @@ def load_runner(model: str | os.PathLike | None = None, runs_dir: str | os.PathL
         runner = SavedModelRunner(path)
     else:
         runner = KerasRunner(path)
-    if model is None or str(model) == SHIPPED:
-        runner.name = f"{SHIPPED} ({SHIPPED_FILE})" if path.parent == shipped_dir() else str(path)
+    if model is None or str(model) in SHIPPED_MODELS:
+        for name in SHIPPED_MODELS:
+            if path == shipped_dir(name) / SHIPPED_FILE:
+                runner.name = f"{name} ({SHIPPED_FILE})"
     return runner
 
 

@@ -20,16 +20,27 @@ if TYPE_CHECKING:
     from ferkeras.data import Dataset, Split
 
 SHIPPED = "shipped"  # the model name that means the one installed with the package (exported/)
+SHIPPED_LARGE = "large"  # the large architecture's model, installed beside it (exported/large/)
+SHIPPED_MODELS = {SHIPPED: ".", SHIPPED_LARGE: "large"}  # name -> its folder in exported/
 
 
-def shipped_dir() -> Path:
-    """The folder of the model that installs with the package (the repo's exported/)."""
-    return Path(str(resources.files("ferkeras.exported")))
+def shipped_dir(name: str = SHIPPED) -> Path:
+    """The folder of a model that installs with the package (the repo's exported/, or a folder in it)."""
+    return Path(str(resources.files("ferkeras.exported"))) / SHIPPED_MODELS[name]
 
 
 def is_shipped(path: str | os.PathLike) -> bool:
-    """Whether a model file is one of the shipped model's (so nothing is written beside it)."""
-    return Path(path).resolve().parent == shipped_dir().resolve()
+    """Whether a model file is one of the shipped models' (so nothing is written beside it)."""
+    folder = Path(path).resolve().parent
+    return any(folder == shipped_dir(name).resolve() for name in SHIPPED_MODELS)
+
+
+def shipped_file(name: str, file: str) -> Path:
+    """A file of a shipped model (name: shipped or large), or a one-line error when it is missing."""
+    path = shipped_dir(name) / file
+    if not path.is_file():
+        raise FerkerasError(f"the shipped model {path} is missing: reinstall ferkeras")
+    return path
 
 
 def has_runs(runs_dir: str | os.PathLike = RUNS_DIR) -> bool:
@@ -76,16 +87,13 @@ def find_run(run: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_D
 
 def find_model(ref: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_DIR,
                shipped_fallback: bool = False) -> Path:
-    """Resolve a Keras model given as a .keras file, a run (its best model.keras), `shipped`, or
-    None: the latest run, else (shipped_fallback, for commands that only need a model) the
-    shipped model."""
+    """Resolve a Keras model given as a .keras file, a run (its best model.keras), `shipped` or
+    `large` (the shipped models; a run of either name is given as its folder), or None: the
+    latest run, else (shipped_fallback, for commands that only need a model) the shipped model."""
     if ref is None and shipped_fallback and not has_runs(runs_dir):
         ref = SHIPPED
-    if ref is not None and str(ref) == SHIPPED:
-        path = shipped_dir() / "model.keras"
-        if not path.is_file():
-            raise FerkerasError(f"the shipped model {path} is missing: reinstall ferkeras")
-        return path
+    if ref is not None and str(ref) in SHIPPED_MODELS:
+        return shipped_file(str(ref), "model.keras")
     if ref is not None and str(ref).endswith(".keras"):
         if not Path(ref).is_file():
             raise FerkerasError(f"{ref}: no such model file")

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,10 +30,11 @@ from keras import layers
 import ferkeras
 from ferkeras.config import RUNS_DIR, TrainConfig, command_line
 from ferkeras.data import EVAL_BATCH_SIZE, Split, load_dataset, train_val_splits
+from ferkeras.distributed import fit_multiworker, is_chief, is_multiworker, make_strategy, with_class_weight
 from ferkeras.errors import FerkerasError, first_line
 from ferkeras.fileio import write_json_atomic, write_text_atomic
 from ferkeras.model import build_model, load_model, save_model
-from ferkeras.runs import find_run, new_run_dir, read_history, read_run_config
+from ferkeras.runs import find_model, find_run, new_run_dir, read_history, read_run_config
 from ferkeras.spec import CLASS_NAMES, NUM_CLASSES
 
 # Augmentation levels: (shift as a fraction of the side, rotation in degrees, zoom fraction).
@@ -317,19 +319,31 @@ def library_versions() -> dict[str, str]:
             "numpy": np.__version__, "scikit-learn": sklearn.__version__}
 
 
-def _strategy(name: str) -> tf.distribute.Strategy:
-    if name == "mirrored":
-        # Mirrors across every visible GPU; with none, across the one CPU device.
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+def load_initial_weights(model: keras.Model, config: TrainConfig, echo: Echo = print) -> None:
+    """Copy the weights of --init's model (a run or .keras file) into a freshly built model."""
+    path = find_model(config.init, config.runs_dir)
+    source = load_model(path)
+    if [w.shape for w in source.weights] != [w.shape for w in model.weights]:
+        raise FerkerasError(f"--init {config.init}: {path} is not a --arch {config.arch} "
+                            f"--channels {config.channels} model (its layers differ)")
+    model.set_weights(source.get_weights())
+    echo(f"Starting from the weights of {path}")
 
 
-def train(config: TrainConfig, echo: Echo = print) -> Path:
-    """Train a new run from a config; return its folder."""
+def train(config: TrainConfig, echo: Echo = print) -> Path | None:
+    """Train a new run from a config; return its folder (None on a worker that is not the chief)."""
     config.validate()
+    # First: MultiWorkerMirroredStrategy must come before any other TensorFlow work.
+    strategy = make_strategy(config.strategy)
+    if not is_chief(strategy):
+        # Only the chief writes the run folder; the other workers' copies go to a scratch one.
+        with tempfile.TemporaryDirectory(prefix="ferkeras-worker-") as scratch:
+            _fit(Path(scratch), config, strategy, lambda line: None, resuming=False)
+        echo("Worker finished; the chief wrote the run folder")
+        return None
     run_dir = new_run_dir(config.runs_dir, config.name)
     try:
-        return _fit(run_dir, config, echo, resuming=False)
+        return _fit(run_dir, config, strategy, echo, resuming=False)
     except BaseException:
         # Stopped before writing anything (bad data, bad --val-split): leave no empty run folder.
         with contextlib.suppress(OSError):  # rmdir removes only an empty folder
@@ -353,12 +367,17 @@ def resume(run: str, epochs: int | None = None, runs_dir: str = RUNS_DIR,
         # Its learning-rate schedule has run its course: longer training is a new run.
         raise FerkerasError(f"run {run_dir} already finished {done}/{planned} epochs; "
                             f"start a new run to train longer (ferkeras train --epochs N)")
+    if config.strategy == "multiworker":
+        # The other workers' backups were in scratch folders, gone with them.
+        raise FerkerasError(f"run {run_dir} trained across workers (--strategy multiworker) "
+                            "and cannot resume; start it again")
     config.runs_dir = str(run_dir.parent)
-    return _fit(run_dir, config, echo, resuming=True, planned_epochs=planned)
+    return _fit(run_dir, config, make_strategy(config.strategy), echo, resuming=True,
+                planned_epochs=planned)
 
 
-def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
-         planned_epochs: int | None = None) -> Path:
+def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, echo: Echo,
+         resuming: bool, planned_epochs: int | None = None) -> Path:
     """Load data, build or restore the model, fit with callbacks, write the run's files."""
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -377,8 +396,14 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
         echo(f"Training on {dataset.source} ({dataset.format}): "
              f"{len(train_split):,} train / {len(val_split):,} val images")
 
-    # Before config.json: a bad --teacher must leave no run folder behind.
+    # Before config.json: a bad --teacher or --init must leave no run folder behind.
     targets = distillation_targets(config, train_split, echo) if config.teacher else None
+    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
+    with strategy.scope():
+        model = build_model(config.channels, config.arch)
+        compile_model(model, config, steps_per_epoch * epochs, steps_per_epoch * config.warmup_epochs)
+        if config.init:  # a resumed run's backup, restored by its callback, overrides these
+            load_initial_weights(model, config, echo)
     if not resuming:
         write_json_atomic(run_dir / "config.json", {
             "options": dataclasses.asdict(config),
@@ -396,15 +421,10 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
     gpus = tf.config.list_logical_devices("GPU")
     echo(f"Device: {len(gpus)} GPU(s)" if gpus else "Device: CPU (no GPU visible)")
 
-    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     train_ds = make_pipeline(train_split, config.batch_size,
                              make_augmenter(config.augment, config.seed, config.erase), config.seed,
                              targets=targets, mixer=make_mixer(config.mix, config.seed))
     val_ds = make_pipeline(val_split, EVAL_BATCH_SIZE)
-
-    with _strategy(config.strategy).scope():
-        model = build_model(config.channels, config.arch)
-        compile_model(model, config, steps_per_epoch * epochs, steps_per_epoch * config.warmup_epochs)
 
     # A resumed run's best model so far is its history's best.
     best_so_far = max((r["val_accuracy"] for r in read_history(run_dir)), default=None)
@@ -421,9 +441,14 @@ def _fit(run_dir: Path, config: TrainConfig, echo: Echo, resuming: bool,
     class_weight = (balanced_class_weight(train_split.labels)
                     if config.class_weight == "balanced" else None)
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs,
-                  callbacks=callbacks, class_weight=class_weight, shuffle=False,  # ds shuffles
-                  verbose=1 if sys.stdout.isatty() else 0)
+        if is_multiworker(strategy):
+            if class_weight:
+                train_ds = with_class_weight(train_ds, class_weight)
+            fit_multiworker(model, strategy, train_ds, val_ds, epochs, callbacks)
+        else:
+            model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                      callbacks=callbacks, class_weight=class_weight, shuffle=False,  # ds shuffles
+                      verbose=1 if sys.stdout.isatty() else 0)
     except KeyboardInterrupt:
         done = len(read_history(run_dir))
         echo(f"Interrupted after {done}/{epochs} epochs; continue with: "

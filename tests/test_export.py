@@ -330,3 +330,19 @@ def test_export_cli_end_to_end(trained_synthetic_run, tmp_path):
     assert len(sizes) == 4 and all(" MB " in line and line.endswith(" s") for line in sizes)
     assert sum("parity on 750 val images" in line and line.endswith("ok") for line in lines) == 4
     assert result.stderr == ""  # converter and interpreter notices are kept off the terminal
+
+
+def test_an_export_without_the_saved_model_ships_keras_and_int8_only(trained_synthetic_run, tmp_path):
+    from ferkeras.export import METADATA
+
+    out = tmp_path / "exp"
+    (out / "saved_model").mkdir(parents=True)  # as if left by an earlier, full export
+    (out / "saved_model" / "saved_model.pb").write_bytes(b"old")
+    (out / METADATA).write_text(json.dumps({"artifacts": {"saved_model": {"file": "saved_model"}}}))
+    result = export(trained_synthetic_run, out, quantize=["int8"], saved_model=False,
+                    echo=lambda line: None)
+    assert result.passed
+    assert sorted(p.name for p in out.iterdir()) == [METADATA, "model.keras", "model_int8.tflite"]
+    metadata = json.loads((out / METADATA).read_text())
+    assert set(metadata["artifacts"]) == {"keras", "int8"}
+    assert metadata["artifacts"]["int8"]["parity"]["passed"]

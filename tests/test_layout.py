@@ -23,8 +23,8 @@ LAYERS = [
     # explanation methods and figures (arrays in, arrays and figures out), the gradient math
     "ferkeras.viz.figures", "ferkeras.viz.filters", "ferkeras.viz.saliency", "ferkeras.viz",
     "ferkeras.gradients",
-    # the stages: train, evaluate, export
-    "ferkeras.train", "ferkeras.evaluate", "ferkeras.export",
+    # the stages: train (and its multi-worker loop), evaluate, export
+    "ferkeras.distributed", "ferkeras.train", "ferkeras.evaluate", "ferkeras.export",
     # the `viz` commands and the report, composed of the stages
     "ferkeras.viz.workflows",
     "ferkeras.report.tex", "ferkeras.report.document", "ferkeras.report.sections",
