@@ -10,13 +10,15 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # cli/ installs as ferkeras.cli, never as a top-level module named `cli`.
-    # exported/ (the shipped model) installs as ferkeras.exported: `--model shipped` needs no repo.
+    # exported/ (the shipped models) installs as ferkeras.exported: `--model shipped` and
+    # `--model large` (exported/large/) need no repo.
     packages=["ferkeras", "ferkeras.media", "ferkeras.viz", "ferkeras.report", "ferkeras.cli",
               "ferkeras.exported"],
     package_dir={"ferkeras": "ferkeras", "ferkeras.cli": "cli", "ferkeras.exported": "exported"},
     package_data={"ferkeras": ["static/*"],
                   "ferkeras.exported": ["metadata.json", "model.keras", "*.tflite", "saved_model/*.pb",
-                                        "saved_model/variables/*"]},
+                                        "saved_model/variables/*", "large/metadata.json",
+                                        "large/model.keras", "large/*.tflite"]},
     include_package_data=False,
     install_requires=[
         "tensorflow>=2.21,<2.22",

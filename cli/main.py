@@ -304,8 +304,9 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
 @cli.command()
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("--camera", type=int, metavar="N", help="analyse camera N (0: the first) instead of files")
-@click.option("--model", help="shipped (the model installed with ferkeras), a .tflite or .keras file, "
-              "a SavedModel folder or a run (default: the latest run, else shipped)")
+@click.option("--model", help="shipped (the model installed with ferkeras), large (the large one "
+              "installed beside it: more accurate, 5x slower), a .tflite or .keras file, a SavedModel "
+              "folder or a run (default: the latest run, else shipped)")
 @click.option("--detector", type=click.Choice(DETECTORS), default="haar", show_default=True,
               help="face detector: OpenCV's Haar cascade, or MTCNN (slower, finds more, aligns)")
 @click.option("--no-align", is_flag=True,
@@ -366,8 +367,8 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
 
 
 @cli.command()
-@click.option("--model", help="shipped, a .tflite or .keras file, a SavedModel folder or a run "
-              "(default: the latest run, else shipped)")
+@click.option("--model", help="shipped, large, a .tflite or .keras file, a SavedModel folder or "
+              "a run (default: the latest run, else shipped)")
 @click.option("--host", default=DEFAULT_HOST, show_default=True,
               help="address to listen on (0.0.0.0: every network this machine is on)")
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="port to listen on")

@@ -77,7 +77,8 @@ def run_in(folder: Path, *command, **kwargs) -> subprocess.CompletedProcess:
 
 def test_the_wheel_carries_every_shipped_file_as_it_is(wheel):
     assert {"model_int8.tflite", "model_float32.tflite", "model.keras", "metadata.json",
-            "saved_model/saved_model.pb", "saved_model/variables/variables.index"} <= set(shipped_files())
+            "saved_model/saved_model.pb", "saved_model/variables/variables.index",
+            "large/model_int8.tflite", "large/model.keras", "large/metadata.json"} <= set(shipped_files())
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         for name in shipped_files():
@@ -116,6 +117,15 @@ def test_the_installed_package_predicts_with_its_shipped_model(venv, tmp_path):
     assert abs(box["x"] - 155) < 30 and abs(box["y"] - 105) < 30 and abs(box["width"] - 222) < 50
     assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
     assert sorted(os.listdir(empty)) == ["grace_hopper.jpg"]  # nothing written beside it
+
+    # The large model installs beside it, and `--model large` picks it.
+    large = run_in(empty, venv / "bin" / "ferkeras", "predict", photo.name, "--json", "--model", "large")
+    assert large.returncode == 0, large.stderr
+    recorded = json.loads((EXPORTED / "large" / "metadata.json").read_text())["accuracy"]["engines"]["int8"]
+    (line,) = large.stderr.strip().splitlines()
+    assert line.startswith("model: large (model_int8.tflite)") and f"{recorded['accuracy']:.4f}" in line
+    (image,) = json.loads(large.stdout)
+    assert len(image["faces"]) == 1
 
 
 def test_the_installed_package_analyses_a_video(venv, tmp_path, grace_hopper_clip):

@@ -1,6 +1,7 @@
-"""The model shipped in exported/: complete, portable, within today's parity bars, and exactly as
-accurate on PublicTest as its metadata records: not worse, and not better either (a better figure
-means the files changed without the record), through the bench's path and the user's.
+"""The models shipped in exported/ (`shipped`, the reference CNN) and exported/large/ (`large`):
+each complete, portable, within today's parity bars, and exactly as accurate on PublicTest as its
+metadata records: not worse, and not better either (a better figure means the files changed
+without the record), through the bench's path and the user's.
 
 Tolerances, both ways: the same files on the same images give the recorded figures to the last
 image on this machine; another CPU's float rounding may flip a few close calls, which these
@@ -15,14 +16,30 @@ from conftest import REPO
 from test_export import machine_paths
 
 EXPORTED = REPO / "exported"
+# Each shipped model: its folder, its architecture and the formats it must hold. The large one
+# ships its Keras and int8 files only (its SavedModel and float32 TFLite would add 21 MB).
+SHIPPED = {
+    "shipped": (EXPORTED, "reference", {"keras", "saved_model", "float32", "int8"}),
+    "large": (EXPORTED / "large", "large", {"keras", "int8"}),
+}
 ACCURACY_TOLERANCE = 0.003  # about 11 of PublicTest's 3,589 faces, either way
 RECALL_TOLERANCE = 0.02  # per class, either way: one face of disgust's 56 is 0.018
 TTA_FIGURES = {"none": "accuracy", "flip": "accuracy_tta", "shifts": "accuracy_tta_shifts"}
 
 
+@pytest.fixture(scope="module", params=list(SHIPPED))
+def name(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def metadata() -> dict:
-    return json.loads((EXPORTED / "metadata.json").read_text())
+def folder(name):
+    return SHIPPED[name][0]
+
+
+@pytest.fixture(scope="module")
+def metadata(folder) -> dict:
+    return json.loads((folder / "metadata.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +51,16 @@ def public_test_files(fer2013_dir) -> tuple[list, np.ndarray]:
     return paths, np.array([CLASS_NAMES.index(p.parent.name) for p in paths])
 
 
-def test_shipped_files_and_provenance(metadata):
+def test_shipped_files_and_provenance(name, folder, metadata):
+    _, arch, formats = SHIPPED[name]
     for entry in metadata["artifacts"].values():
-        assert (EXPORTED / entry["file"]).exists(), entry["file"]
-    assert {"keras", "saved_model", "float32", "int8"} <= set(metadata["artifacts"])
+        assert (folder / entry["file"]).exists(), entry["file"]
+    assert set(metadata["artifacts"]) == formats
     assert (EXPORTED / "__init__.py").is_file()  # installs as the package ferkeras.exported
     source = metadata["source"]
     assert source["options"]["data"] and source["command"] and source["trained"]
-    assert source["seed"] == source["options"]["seed"] and source["options"]["epochs"] == 120
+    assert source["seed"] == source["options"]["seed"]
+    assert source["options"].get("arch", "reference") == arch  # older runs predate --arch
     assert metadata["validation"]["images"] == 3589  # parity was measured on PublicTest
     recorded = metadata["accuracy"]
     assert recorded["split"] == "test" and recorded["images"] == 3589  # PublicTest
@@ -68,14 +87,14 @@ def test_each_shipped_file_passed_the_parity_bars_now_in_force(metadata):
         assert parity["images"] == metadata["validation"]["images"], name
 
 
-def test_each_engine_is_as_accurate_as_recorded_on_publictest(metadata, fer2013_dir):
+def test_each_engine_is_as_accurate_as_recorded_on_publictest(folder, metadata, fer2013_dir):
     from ferkeras.data import load_dataset
     from ferkeras.evaluate import accuracy_summary
     from ferkeras.runners import load_runner
 
     public_test = load_dataset(fer2013_dir).splits["test"]
     for engine, recorded in metadata["accuracy"]["engines"].items():
-        file = EXPORTED / metadata["artifacts"][engine]["file"]
+        file = folder / metadata["artifacts"][engine]["file"]
         measured = accuracy_summary(load_runner(file), public_test)
         for key in TTA_FIGURES.values():
             assert measured[key] == pytest.approx(recorded[key], abs=ACCURACY_TOLERANCE), (engine, key)
@@ -83,31 +102,33 @@ def test_each_engine_is_as_accurate_as_recorded_on_publictest(metadata, fer2013_
             assert measured["recall"][label] == pytest.approx(recall, abs=RECALL_TOLERANCE), (engine, label)
 
 
-def test_predict_no_detect_on_publictest_files_gives_the_recorded_figures(metadata, public_test_files):
-    """The user's path: FaceRecognizer on each PublicTest file, whole (`predict --no-detect`)."""
+def test_predict_no_detect_on_publictest_files_gives_the_recorded_figures(name, folder, metadata,
+                                                                          public_test_files):
+    """The user's path: FaceRecognizer on each PublicTest file, whole (`predict --no-detect`),
+    by the shipped model's name (`--model shipped` or `--model large`) and by its Keras file."""
     from ferkeras.export import FORMATS
     from ferkeras.predict import DEFAULT_TTA, FaceRecognizer, predict
 
     paths, labels = public_test_files
     recorded = metadata["accuracy"]["engines"]
-    keras_file = str(EXPORTED / "model.keras")
+    keras_file = str(folder / "model.keras")
     top = {}
-    for model, tta in (("shipped", "none"), ("shipped", DEFAULT_TTA), (keras_file, "none")):
+    for model, tta in ((name, "none"), (name, DEFAULT_TTA), (keras_file, "none")):
         recognizer = FaceRecognizer(model, tta=tta)
         results = predict(paths, recognizer, detect=False)
         assert all(len(r.faces) == 1 and r.crop for r in results)
         top[model, tta] = np.array([recognizer.labels.index(r.faces[0].label) for r in results])
-        engine = "int8" if model == "shipped" else "keras"
+        engine = "int8" if model == name else "keras"
         accuracy = float(np.mean(top[model, tta] == labels))
         assert accuracy == pytest.approx(recorded[engine][TTA_FIGURES[tta]], abs=ACCURACY_TOLERANCE), \
             (model, tta, accuracy)
-        if model == "shipped":
-            assert recognizer.runner.path == EXPORTED / "model_int8.tflite"
+        if model == name:
+            assert recognizer.runner.path == folder / "model_int8.tflite"
             line = recognizer.runner.describe()
-            assert line.startswith("model: shipped (model_int8.tflite)"), line
+            assert line.startswith(f"model: {name} (model_int8.tflite)"), line
             assert f"{recorded['int8']['accuracy']:.4f}" in line, line
     # int8 against Keras, recomputed from the files: the parity that export recorded.
-    agreement = float(np.mean(top["shipped", "none"] == top[keras_file, "none"]))
+    agreement = float(np.mean(top[name, "none"] == top[keras_file, "none"]))
     assert agreement >= FORMATS["int8"].min_agreement
     assert agreement == pytest.approx(metadata["artifacts"]["int8"]["parity"]["agreement"],
                                       abs=ACCURACY_TOLERANCE)

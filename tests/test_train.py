@@ -375,3 +375,37 @@ def test_a_bad_init_is_one_line_and_leaves_no_run_folder(trained_synthetic_run, 
                                  "large", "--init", init, "--runs-dir", str(runs)], monkeypatch, capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and reason in err, err
         assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_every_command_takes_the_large_architecture(tmp_path, monkeypatch, capsys):
+    """train --arch large, then summary, evaluate, viz, export (float32, int8), predict, report
+    and distillation from it, each on its run: one epoch on 600 synthetic faces."""
+    import matplotlib.cbook
+
+    runs, out = tmp_path / "runs", tmp_path / "exp"
+    photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+
+    def ok(*args):
+        code, stdout, stderr = run_main([str(a) for a in args], monkeypatch, capsys)
+        assert code in (0, None), (args, stderr)
+        return stdout
+
+    ok("train", "--arch", "large", "--data", "synthetic:600", "--epochs", "1", "--name", "big",
+       "--runs-dir", runs)
+    run = runs / "big"
+    assert json.loads((run / "config.json").read_text())["options"]["arch"] == "large"
+    assert "2,622,503 parameters" in ok("summary", "big", "--runs-dir", runs)
+    ok("evaluate", "big", "--runs-dir", runs)
+    assert (run / "viz" / "confusion_matrix_val.png").is_file()
+    ok("viz", "saliency", "big", "--n", "2", "--runs-dir", runs)
+    assert (run / "viz" / "saliency_vanilla.png").is_file()
+    ok("export", "big", "--tflite", "--out", out, "--runs-dir", runs)
+    artifacts = json.loads((out / "metadata.json").read_text())["artifacts"]
+    assert {"float32", "int8"} <= set(artifacts) and all(a["parity"]["passed"] for a in artifacts.values())
+    (image,) = json.loads(ok("predict", photo, "--model", out / "model_int8.tflite", "--json"))
+    assert len(image["faces"]) == 1
+    ok("report", "big", "--runs-dir", runs, "--filters", "0-3", "--steps", "4", "--format", "md")
+    assert "conv4_2" in (run / "report.md").read_text()  # the large net's last conv layer
+    ok("train", "--data", "synthetic:600", "--epochs", "1", "--teacher", "big", "--name", "student",
+       "--runs-dir", runs)
+    assert json.loads((runs / "student" / "config.json").read_text())["options"]["teacher"] == "big"
