@@ -56,7 +56,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         fusable = (training and mask is None and len(inputs.shape) == 4
-                   and self.axis in (-1, 3) and inputs.dtype == tf.float32)
+                   and self.axis in (-1, 3) and inputs.dtype in (tf.float32, tf.bfloat16))
         if not fusable:
             return super().call(inputs, training=training, mask=mask)
         outputs, batch_mean, batch_variance = tf.compat.v1.nn.fused_batch_norm(
@@ -68,14 +68,27 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return outputs
 
 
-def build_model(channels: int = 3, arch: str = "reference") -> keras.Sequential:
-    """Build an architecture (reference: the report's; large: build_large's) on raw 0-255 gray input."""
+def build_model(channels: int = 3, arch: str = "reference",
+                precision: str = "float32") -> keras.Sequential:
+    """Build an architecture (reference: the report's; large: build_large's) on raw 0-255 gray input.
+
+    precision is a Keras dtype policy: mixed_bfloat16 computes in bfloat16 with float32
+    weights (float32_copy gives the model to save); the softmax stays float32 either way.
+    """
     if channels not in (1, 3):
         raise FerkerasError(f"channels must be 1 or 3, got {channels}")
-    if arch == "large":
-        return build_large(channels)
-    if arch != "reference":
+    if arch not in ("reference", "large"):
         raise FerkerasError(f"--arch {arch}: must be reference or large")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)  # layers take the policy when they are made
+    try:
+        return build_large(channels) if arch == "large" else build_reference(channels)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_reference(channels: int = 3) -> keras.Sequential:
+    """The report's CNN: 4 x (Conv3x3-BN-ReLU, MaxPool), Dense 192-96, 7 softmax."""
     model = _input_layers("ferkeras_cnn", channels)
     for i, filters in enumerate(BLOCK_FILTERS, start=1):
         _add_conv_bn_relu(model, filters, f"{i}")
@@ -84,7 +97,7 @@ def build_model(channels: int = 3, arch: str = "reference") -> keras.Sequential:
     for i, units in enumerate(DENSE_UNITS, start=1):
         model.add(layers.Dense(units, activation="relu", name=f"fc{i}"))
     # Softmax as the last layer's activation: tf-keras-vis' ReplaceToLinear and TFLite want it.
-    model.add(layers.Dense(NUM_CLASSES, activation="softmax", name="predictions"))
+    model.add(_predictions())
     return model
 
 
@@ -99,8 +112,31 @@ def build_large(channels: int = 3) -> keras.Sequential:
     for i, units in enumerate(LARGE_DENSE_UNITS, start=1):
         model.add(layers.Dense(units, activation="relu", name=f"fc{i}"))
         model.add(layers.Dropout(LARGE_DROPOUT, name=f"dropout{i}"))
-    model.add(layers.Dense(NUM_CLASSES, activation="softmax", name="predictions"))
+    model.add(_predictions())
     return model
+
+
+def _predictions() -> layers.Dense:
+    """The 7-way softmax, in float32 under any policy: mixed precision keeps the loss in float32."""
+    return layers.Dense(NUM_CLASSES, activation="softmax", name="predictions", dtype="float32")
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The model itself if it computes in float32, else a float32 copy with its weights (not
+    its optimizer): what a mixed-precision run saves, so that inference and export are float32."""
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+
+    def to_float32(node):
+        if isinstance(node, dict) and str(node.get("class_name", "")).endswith("DTypePolicy"):
+            return "float32"
+        if isinstance(node, dict):
+            return {key: to_float32(value) for key, value in node.items()}
+        return [to_float32(value) for value in node] if isinstance(node, list) else node
+
+    copy = type(model).from_config(to_float32(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _add_conv_bn_relu(model: keras.Sequential, filters: int, suffix: str) -> None:

@@ -33,7 +33,7 @@ from ferkeras.data import EVAL_BATCH_SIZE, Split, load_dataset, train_val_splits
 from ferkeras.distributed import fit_multiworker, is_chief, is_multiworker, make_strategy, with_class_weight
 from ferkeras.errors import FerkerasError, first_line
 from ferkeras.fileio import write_json_atomic, write_text_atomic
-from ferkeras.model import build_model, load_model, save_model
+from ferkeras.model import build_model, float32_copy, load_model, save_model
 from ferkeras.runs import find_model, find_run, new_run_dir, read_history, read_run_config
 from ferkeras.spec import CLASS_NAMES, NUM_CLASSES
 
@@ -288,7 +288,7 @@ class BestModel(keras.callbacks.Callback):
         value = (logs or {}).get("val_accuracy")
         if value is not None and (self.best is None or value > self.best):
             self.best = float(value)
-            save_model(self.model, self.path)
+            save_model(float32_copy(self.model), self.path)
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -400,7 +400,7 @@ def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, e
     targets = distillation_targets(config, train_split, echo) if config.teacher else None
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     with strategy.scope():
-        model = build_model(config.channels, config.arch)
+        model = build_model(config.channels, config.arch, config.precision)
         compile_model(model, config, steps_per_epoch * epochs, steps_per_epoch * config.warmup_epochs)
         if config.init:  # a resumed run's backup, restored by its callback, overrides these
             load_initial_weights(model, config, echo)
@@ -455,7 +455,7 @@ def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, e
              f"ferkeras train --resume {run_dir}")
         raise
 
-    save_model(model, run_dir / "last.keras")
+    save_model(float32_copy(model), run_dir / "last.keras")
     metrics = _final_metrics(run_dir, val_ds, read_history(run_dir), len(train_split))
     write_json_atomic(run_dir / "metrics.json", metrics)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)

@@ -409,3 +409,26 @@ def test_every_command_takes_the_large_architecture(tmp_path, monkeypatch, capsy
     ok("train", "--data", "synthetic:600", "--epochs", "1", "--teacher", "big", "--name", "student",
        "--runs-dir", runs)
     assert json.loads((runs / "student" / "config.json").read_text())["options"]["teacher"] == "big"
+
+
+def test_mixed_bfloat16_trains_and_saves_a_float32_model(tmp_path):
+    from ferkeras.config import TrainConfig
+    from ferkeras.model import build_model, float32_copy, load_model
+    from ferkeras.train import train
+
+    mixed = build_model(precision="mixed_bfloat16")
+    assert mixed.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
+    assert mixed.get_layer("predictions").dtype_policy.name == "float32"  # the softmax and loss
+    assert build_model().get_layer("conv1").dtype_policy.name == "float32"  # the global policy is back
+    copy = float32_copy(mixed)
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48, 1)).astype(np.float32)
+    # Same weights: bfloat16's 8-bit mantissa moves the probabilities a little, no more.
+    np.testing.assert_allclose(np.asarray(copy(faces)), np.asarray(mixed(faces)), atol=0.05)
+
+    run = train(TrainConfig(data="synthetic:2000", epochs=3, augment="none", precision="mixed_bfloat16",
+                            runs_dir=str(tmp_path), name="bf16"), echo=lambda line: None)
+    assert read_history(run)[-1]["val_accuracy"] > 0.5  # it learns (chance is 1/7)
+    for name in ("model.keras", "last.keras"):
+        saved = load_model(run / name)
+        assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}, name
