@@ -1,11 +1,13 @@
 """Benchmark predict's test-time augmentation: PublicTest accuracy against ms per face, per TTA method.
 
     python bench/predict_tta.py [--data /work/shared/datasets/fer2013] [--rounds 3] [--latency-faces 300]
+                                [--large]
 
 Through predict's own path: ferkeras.predict.predict(files, model=FaceRecognizer(model, tta=...),
 detect=False) on FER2013's PublicTest jpgs (3,589 48x48 faces), as `ferkeras predict --no-detect`
 takes them, for tta none / flip / shifts, with the shipped int8 model and the float32 one
-(exported/model_float32.tflite). Printed: accuracy, ms per face of the whole predict() call (file
+(exported/model_float32.tflite), and with --large the large model's int8 file (`--model large`,
+exported/large/model_int8.tflite). Printed: accuracy, ms per face of the whole predict() call (file
 reading included, faces batched), and ms per face one at a time (FaceRecognizer.classify on one
 crop, as a video frame with one face calls it), beside the ms of Haar detection on a 640x480
 frame. The contenders run interleaved, --rounds times; times are medians over rounds.
@@ -60,14 +62,16 @@ def main() -> None:
     parser.add_argument("--data", default="/work/shared/datasets/fer2013")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-faces", type=int, default=300)
+    parser.add_argument("--large", action="store_true", help="also the shipped large model (int8)")
     args = parser.parse_args()
+    models = {**MODELS, "large int8": "large"} if args.large else MODELS
 
     from ferkeras.media.detect import HaarDetector
     from ferkeras.media.images import read_image, to_gray
     from ferkeras.predict import FaceRecognizer, predict
 
     files, labels = publictest_files(Path(args.data))
-    recognizers = {(m, t): FaceRecognizer(model=path, tta=t) for m, path in MODELS.items() for t in TTAS}
+    recognizers = {(m, t): FaceRecognizer(model=path, tta=t) for m, path in models.items() for t in TTAS}
     crops = np.stack([to_gray(read_image(f)) for f in files[:: max(1, len(files) // args.latency_faces)]])
     print(f"{len(files)} PublicTest faces; {len(crops)} for one-at-a-time latency; {args.rounds} rounds")
 

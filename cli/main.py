@@ -305,8 +305,8 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("--camera", type=int, metavar="N", help="analyse camera N (0: the first) instead of files")
 @click.option("--model", help="shipped (the model installed with ferkeras), large (the large one "
-              "installed beside it: more accurate, 5x slower), a .tflite or .keras file, a SavedModel "
-              "folder or a run (default: the latest run, else shipped)")
+              "installed beside it: more accurate, 7x the computation), a .tflite or .keras file, "
+              "a SavedModel folder or a run (default: the latest run, else shipped)")
 @click.option("--detector", type=click.Choice(DETECTORS), default="haar", show_default=True,
               help="face detector: OpenCV's Haar cascade, or MTCNN (slower, finds more, aligns)")
 @click.option("--no-align", is_flag=True,
