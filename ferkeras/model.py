@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from ferkeras.config import ARCHITECTURES
 from ferkeras.errors import FerkerasError, first_line
 from ferkeras.fileio import atomic_path
 from ferkeras.spec import IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
@@ -77,8 +78,8 @@ def build_model(channels: int = 3, arch: str = "reference",
     """
     if channels not in (1, 3):
         raise FerkerasError(f"channels must be 1 or 3, got {channels}")
-    if arch not in ("reference", "large"):
-        raise FerkerasError(f"--arch {arch}: must be reference or large")
+    if arch not in ARCHITECTURES:
+        raise FerkerasError(f"--arch {arch}: must be {' or '.join(ARCHITECTURES)}")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)  # layers take the policy when they are made
     try:

@@ -20,7 +20,15 @@ from ferkeras.config import RUNS_DIR
 from ferkeras.data import as_batch
 from ferkeras.errors import FerkerasError, first_line, quiet_stderr
 from ferkeras.fileio import read_json
-from ferkeras.runs import SHIPPED, SHIPPED_MODELS, find_model, has_runs, shipped_dir, shipped_file
+from ferkeras.runs import (
+    SHIPPED,
+    SHIPPED_LARGE,
+    SHIPPED_MODELS,
+    find_model,
+    has_runs,
+    shipped_dir,
+    shipped_file,
+)
 from ferkeras.spec import CLASS_NAMES, IMAGE_SHAPE
 
 BATCH_SIZE = 256  # faces per model call
@@ -266,7 +274,7 @@ def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike =
             return path / "saved_model"  # an export folder
         if path.is_file() and path.suffix != ".keras":
             raise FerkerasError(f"{path}: not a model (expected .tflite, .keras, a SavedModel "
-                                f"folder, a run, {SHIPPED} or large)")
+                                f"folder, a run, {SHIPPED} or {SHIPPED_LARGE})")
     return find_model(model, runs_dir)
 
 
