@@ -31,7 +31,7 @@ from ferkeras.config import RUNS_DIR, command_line, did_you_mean
 from ferkeras.data import Split
 from ferkeras.errors import FerkerasError, quiet_stderr
 from ferkeras.fileio import read_json, write_json_atomic
-from ferkeras.model import load_model
+from ferkeras.model import load_model, uncompiled_copy
 from ferkeras.runners import KerasRunner, SavedModelRunner, TFLiteRunner
 from ferkeras.runs import find_model, read_run_config, run_of_model, run_splits
 from ferkeras.spec import CLASS_NAMES
@@ -325,9 +325,7 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
 
 def _save_without_optimizer(model: keras.Model, path: Path) -> None:
     """Save the model's architecture and weights only, not the optimizer's state."""
-    copy = type(model).from_config(model.get_config())  # never compiled (clone_model may be)
-    copy.set_weights(model.get_weights())
-    copy.save(path)
+    uncompiled_copy(model).save(path)
 
 
 def _metadata(model_path: Path, run_dir: Path | None, artifacts: list[Artifact],

@@ -135,7 +135,13 @@ def float32_copy(model: keras.Model) -> keras.Model:
             return {key: to_float32(value) for key, value in node.items()}
         return [to_float32(value) for value in node] if isinstance(node, list) else node
 
-    copy = type(model).from_config(to_float32(model.get_config()))
+    return uncompiled_copy(model, to_float32(model.get_config()))
+
+
+def uncompiled_copy(model: keras.Model, config: dict | None = None) -> keras.Model:
+    """A never-compiled copy of the model (from `config`, default its own) with its weights, not
+    its optimizer's state (clone_model may keep the compilation)."""
+    copy = type(model).from_config(model.get_config() if config is None else config)
     copy.set_weights(model.get_weights())
     return copy
 

@@ -312,9 +312,12 @@ def test_ctrl_c_on_a_live_stream_keeps_whole_outputs(tmp_path):
     stream = MJPEGStream(view, interval_s=0.1)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     partial = tmp_path / ".live.csv.partial"
+    # As at a terminal: a runner started in the background (`cmd &`) hands its children SIGINT
+    # ignored, and ferkeras rightly leaves an ignored Ctrl-C ignored.
     process = subprocess.Popen([*FERKERAS, "predict", stream.url, "--model", "shipped", "--csv", "live.csv",
                                 "--annotate", "live.mp4"], cwd=tmp_path, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None:
