@@ -11,7 +11,8 @@ into --folds stratified parts; teacher k trains (`--recipe fer2013 --epochs E`) 
 but k, as a folder dataset of symlinks under --work (PublicTest stays its validation split), and
 gives part k's probabilities (flip TTA, as `--teacher` does). The rows land in the data's order,
 so the file is what `ferkeras train --teacher FILE.npy` reads. Printed: each teacher's agreement
-with the labels of the part it never saw and of a part it trained on, and the student command.
+with the labels of the part it never saw and of a fifth of those it trained on, and the student
+command.
 """
 
 import argparse
