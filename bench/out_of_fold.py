@@ -57,13 +57,6 @@ def fold_dataset(root: Path, paths: list[Path], labels: np.ndarray, members: np.
 
 
 def main() -> None:
-    from sklearn.model_selection import StratifiedKFold
-
-    from ferkeras.config import TrainConfig
-    from ferkeras.data import load_dataset
-    from ferkeras.runners import load_runner
-    from ferkeras.train import train
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("/work/shared/datasets/fer2013"))
     parser.add_argument("--folds", type=int, default=2)
@@ -72,6 +65,14 @@ def main() -> None:
                         help="the fold datasets and the teachers' runs")
     parser.add_argument("--out", type=Path, default=Path("oof_probs.npy"))
     args = parser.parse_args()
+
+    # after parsing: --help answers without TensorFlow's start-up
+    from sklearn.model_selection import StratifiedKFold
+
+    from ferkeras.config import TrainConfig
+    from ferkeras.data import load_dataset
+    from ferkeras.runners import load_runner
+    from ferkeras.train import train
 
     paths, labels = train_files(args.data)
     part = np.zeros(len(paths), dtype=int)
