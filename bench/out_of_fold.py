@@ -25,20 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 
 
-def train_files(root: Path) -> tuple[list[Path], np.ndarray]:
-    """train/<class>/* in the folder loader's order (label order, then file name), with labels."""
-    from ferkeras.spec import CLASS_NAMES
-
-    paths, labels = [], []
-    for label, name in enumerate(CLASS_NAMES):
-        found = sorted(p for p in (root / "train" / name).iterdir() if not p.name.startswith("."))
-        paths += found
-        labels += [label] * len(found)
-    if not paths:
-        sys.exit(f"{root}: no train/<class>/* images (FER2013 in Kaggle folders)")
-    return paths, np.array(labels)
-
-
 def fold_dataset(root: Path, paths: list[Path], labels: np.ndarray, members: np.ndarray,
                  out: Path) -> Path:
     """A folder dataset of symlinks: train/ holds the member images, test/ is root's test/."""
@@ -70,18 +56,16 @@ def main() -> None:
     from sklearn.model_selection import StratifiedKFold
 
     from ferkeras.config import TrainConfig
-    from ferkeras.data import load_dataset
+    from ferkeras.data import load_dataset, split_files
     from ferkeras.runners import load_runner
     from ferkeras.train import train
 
-    paths, labels = train_files(args.data)
+    paths, labels = split_files(args.data / "train")  # in load_dataset's order
     part = np.zeros(len(paths), dtype=int)
     folds = StratifiedKFold(args.folds, shuffle=True, random_state=0)
     for k, (_, held) in enumerate(folds.split(np.zeros(len(labels)), labels)):
         part[held] = k
     train_split = load_dataset(args.data).splits["train"]
-    if not np.array_equal(train_split.labels, labels):
-        sys.exit(f"{args.data}: the loader's train order is not label order, then file name")
 
     probs = np.zeros((len(labels), 7), dtype=np.float32)
     for k in range(args.folds):

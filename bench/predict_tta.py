@@ -28,17 +28,12 @@ TTAS = ("none", "flip", "shifts")
 
 
 def publictest_files(root: Path) -> tuple[list[Path], np.ndarray]:
-    """PublicTest's jpgs (test/<class>/*.jpg) and their labels in CLASS_NAMES order."""
-    from ferkeras.spec import CLASS_NAMES
+    """PublicTest's images (test/<class>/*.jpg) and their labels, in load_dataset's order."""
+    from ferkeras.data import split_files
 
-    files, labels = [], []
-    for label, name in enumerate(CLASS_NAMES):
-        found = sorted((root / "test" / name).glob("*.jpg"))
-        files += found
-        labels += [label] * len(found)
-    if not files:
+    if not (root / "test").is_dir():
         sys.exit(f"{root}: no test/<class>/*.jpg (FER2013 in Kaggle folders)")
-    return files, np.array(labels)
+    return split_files(root / "test")
 
 
 def frame_640x480() -> np.ndarray:

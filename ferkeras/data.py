@@ -380,6 +380,13 @@ def _load_folders(root: Path, skipped: list[str] | None) -> Dataset:
     return Dataset(str(root), "folders", splits)
 
 
+def split_files(folder: str | os.PathLike) -> tuple[list[Path], np.ndarray]:
+    """A folder split's image files (class/<file>) and labels, in the order load_dataset reads them."""
+    folder = Path(folder)
+    paths, labels = _list_split(folder, folder, stamp=[])
+    return [Path(path) for path in paths], np.array(labels, dtype=np.int64)
+
+
 def _visible_subdirs(folder: Path) -> list[str]:
     with os.scandir(folder) as entries:
         return sorted(e.name for e in entries if e.is_dir() and not _ignored(e.name))

@@ -180,6 +180,16 @@ def test_hidden_files_and_os_litter_are_ignored(tmp_path):
     assert_split(dataset.splits["train"], TRAIN_IMAGES, TRAIN_LABELS)
 
 
+def test_split_files_lists_a_folder_split_in_the_loaders_order(tmp_path):
+    root = write_folders(tmp_path / "data")
+    (root / "train" / "angry" / ".DS_Store").write_bytes(b"\0junk")
+    paths, labels = data.split_files(root / "train")
+    train = load_dataset(root).splits["train"]
+    assert all(p.parent.parent == root / "train" for p in paths)
+    np.testing.assert_array_equal(labels, train.labels)
+    np.testing.assert_array_equal(data._decode_images([str(p) for p in paths]), train.images)
+
+
 def test_empty_class_folder_is_an_error_that_skip_bad_passes_over(tmp_path):
     root = write_folders(tmp_path / "data")
     (root / "test" / "disgust" / "img_001.png").unlink()
