@@ -29,6 +29,7 @@ MIXES = ("none", "mixup", "cutmix")
 ARCHITECTURES = ("reference", "large")  # model.build_model
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies
+TEACHINGS = ("precomputed", "consistent")  # train.distillation_targets, train.make_teacher
 
 # Epochs when --epochs is not given: the reference's 30 on real data; the synthetic faces
 # are learnt sooner and the default run must finish within 3 minutes on 2 CPU cores.
@@ -80,6 +81,10 @@ class TrainConfig:
                                      "data's order (several, comma-separated, are averaged): the "
                                      "targets blend each label with the teacher's probabilities")
     distill: float = _opt(0.5, "with --teacher: the teacher's share of each target, 0 < w <= 1")
+    teaching: str = _opt("precomputed", "with --teacher: precomputed = the teachers label each "
+                                        "training image once, before training; consistent = "
+                                        "they label every augmented batch as the student sees it "
+                                        "(Keras models only; a teacher pass per step)", TEACHINGS)
     class_weight: str = _opt("none", "balanced weighs classes by inverse frequency", CLASS_WEIGHTS)
     channels: int = _opt(3, "conv input channels: 3 = gray replicated as the reference, or 1")
     arch: str = _opt("reference", "architecture: reference = the report's 322,039-parameter CNN; "
@@ -140,6 +145,8 @@ class TrainConfig:
             (0 <= self.erase <= 1, "--erase", "must be in [0, 1]"),
             (self.warmup_epochs >= 0, "--warmup-epochs", "must be >= 0"),
             (0 < self.distill <= 1, "--distill", "must be in (0, 1]"),
+            (self.teaching == "precomputed" or bool(self.teacher), "--teaching",
+             "needs --teacher"),
             (self.epochs is None or self.warmup_epochs < self.epochs, "--warmup-epochs",
              "must be fewer than --epochs"),
             (self.channels in (1, 3), "--channels", "must be 1 or 3"),

@@ -345,7 +345,7 @@ def _metadata(model_path: Path, run_dir: Path | None, artifacts: list[Artifact],
                    "data": portable_path(options.get("data")), "val_split": options.get("val_split"),
                    "seed": options.get("seed"), "command": portable_command(run_config.get("command")),
                    "trained": run_config.get("created"),
-                   "options": {k: portable_path(v) if isinstance(v, str) else v
+                   "options": {k: portable_paths(v) if isinstance(v, str) else v
                                for k, v in options.items()} or None},
         "export_command": portable_command(command_line()),
         "validation": {"images": len(val_split) if val_split is not None else None,
@@ -373,6 +373,11 @@ def portable_path(path: str | os.PathLike | None, keep: int = 1, root: Path | No
     return str(Path(*path.parts[-keep:])) if len(path.parts) > 1 else "."
 
 
+def portable_paths(value: str) -> str:
+    """portable_path over each part of a comma-separated list (--teacher a,b), parts kept apart."""
+    return ",".join(portable_path(part) if os.path.isabs(part) else part for part in value.split(","))
+
+
 def portable_command(command: str | None) -> str | None:
     """A recorded command line with each absolute path in it made portable (portable_path)."""
     if command is None:
@@ -380,7 +385,7 @@ def portable_command(command: str | None) -> str | None:
     words = []
     for word in command.split(" "):
         flag, equals, value = word.rpartition("=") if word.startswith("-") and "=" in word else ("", "", word)
-        words.append(flag + equals + portable_path(value) if os.path.isabs(value) else word)
+        words.append(flag + equals + portable_paths(value))
     return " ".join(words)
 
 

@@ -48,6 +48,7 @@ HISTORY_FIELDS = ("epoch", "seconds", "train_seconds", "lr", "loss", "accuracy",
                   "val_accuracy")
 
 Echo = Callable[[str], None]
+Teacher = Callable[[tf.Tensor], tf.Tensor]  # float 0-255 images (B,48,48,1) -> probabilities (B,7)
 
 
 # ---------------------------------------------------------------------------- input pipeline
@@ -83,11 +84,14 @@ def make_mixer(kind: str, seed: int = 0) -> layers.Layer | None:
 
 def make_pipeline(split: Split, batch_size: int, augmenter: keras.Sequential | None = None,
                   shuffle_seed: int | None = None, targets: np.ndarray | None = None,
-                  mixer: layers.Layer | None = None) -> tf.data.Dataset:
+                  mixer: layers.Layer | None = None, teacher: Teacher | None = None,
+                  distill: float = 0.5) -> tf.data.Dataset:
     """A tf.data pipeline of (float32 0-255 images (B,48,48,1), targets (B,7)).
 
     The targets are the one-hot labels unless given (soft targets, rows summing to 1, as
-    distillation makes); a mixer (make_mixer) mixes images and targets of each batch in pairs.
+    distillation makes); a mixer (make_mixer) mixes images and targets of each batch in pairs;
+    a teacher (consistent_teacher) then blends its probabilities on the final batch in, with
+    weight distill.
     """
     if split.labels is None:
         raise FerkerasError("cannot train or validate on an unlabeled split")
@@ -105,6 +109,8 @@ def make_pipeline(split: Split, batch_size: int, augmenter: keras.Sequential | N
         if mixer is not None:
             mixed = mixer({"images": images, "labels": labels}, training=True)
             images, labels = mixed["images"], mixed["labels"]
+        if teacher is not None:
+            labels = (1 - distill) * labels + distill * teacher(images)
         return images, labels
 
     options = tf.data.Options()
@@ -125,7 +131,7 @@ def distillation_targets(config: TrainConfig, split: Split, echo: Echo = print) 
     from ferkeras.runners import load_runner
 
     probs = []
-    for name in (part.strip() for part in config.teacher.split(",")):
+    for name in teacher_names(config):
         if name.endswith(".npy"):  # soft targets made elsewhere (a GPU with no TensorFlow, say)
             probs.append(read_soft_targets(name, len(split)))
             where = name
@@ -147,6 +153,44 @@ def distillation_targets(config: TrainConfig, split: Split, echo: Echo = print) 
     echo(f"Targets: {1 - config.distill:g} x label + {config.distill:g} x teacher probabilities")
     onehot = np.eye(NUM_CLASSES)[split.labels]
     return ((1 - config.distill) * onehot + config.distill * mean).astype(np.float32)
+
+
+def consistent_teacher(config: TrainConfig, echo: Echo = print) -> Teacher:
+    """The teachers' mean probabilities on a batch, for --teaching consistent.
+
+    Labels made once on the clean image disagree with a shifted, mirrored or erased view of
+    it; a teacher that sees the very view the student trains on does not ("Knowledge
+    distillation: a good teacher is patient and consistent", Beyer et al. 2022).
+    """
+    from ferkeras.runs import find_model
+
+    models = []
+    for name in teacher_names(config):
+        if name.endswith((".npy", ".tflite")):
+            raise FerkerasError(f"--teacher {config.teacher}: {name} cannot label new views; "
+                                "--teaching consistent needs Keras models (a run, a .keras "
+                                "file, shipped or large)")
+        try:
+            path = find_model(name, config.runs_dir)
+        except FerkerasError as e:
+            raise FerkerasError(f"--teacher {config.teacher}: {e}") from None
+        model = load_model(path)
+        if model.output_shape != (None, NUM_CLASSES):
+            raise FerkerasError(f"--teacher {config.teacher}: {path} does not output "
+                                f"{NUM_CLASSES} classes")
+        models.append(model)
+        echo(f"Teacher {path}: labels every augmented batch (consistent teaching)")
+    echo(f"Targets: {1 - config.distill:g} x label + {config.distill:g} x teacher probabilities")
+
+    def teach(images: tf.Tensor) -> tf.Tensor:
+        return tf.add_n([tf.cast(m(images, training=False), tf.float32) for m in models]) / len(models)
+
+    return teach
+
+
+def teacher_names(config: TrainConfig) -> list[str]:
+    """--teacher's comma-separated models and files."""
+    return [part.strip() for part in (config.teacher or "").split(",") if part.strip()]
 
 
 def read_soft_targets(path: str, images: int) -> np.ndarray:
@@ -397,7 +441,11 @@ def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, e
              f"{len(train_split):,} train / {len(val_split):,} val images")
 
     # Before config.json: a bad --teacher or --init must leave no run folder behind.
-    targets = distillation_targets(config, train_split, echo) if config.teacher else None
+    targets = teacher = None
+    if config.teacher and config.teaching == "consistent":
+        teacher = consistent_teacher(config, echo)
+    elif config.teacher:
+        targets = distillation_targets(config, train_split, echo)
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     with strategy.scope():
         model = build_model(config.channels, config.arch, config.precision)
@@ -423,7 +471,8 @@ def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, e
 
     train_ds = make_pipeline(train_split, config.batch_size,
                              make_augmenter(config.augment, config.seed, config.erase), config.seed,
-                             targets=targets, mixer=make_mixer(config.mix, config.seed))
+                             targets=targets, mixer=make_mixer(config.mix, config.seed),
+                             teacher=teacher, distill=config.distill)
     val_ds = make_pipeline(val_split, EVAL_BATCH_SIZE)
 
     # A resumed run's best model so far is its history's best.

@@ -186,6 +186,11 @@ def test_portable_paths_name_no_folder_of_this_machine(tmp_path):
     command = "ferkeras train --data /data/fer2013 --runs-dir=/tmp/fer/runs --name r3 --epochs 120"
     assert exporting.portable_command(command) == \
         "ferkeras train --data fer2013 --runs-dir=runs --name r3 --epochs 120"
+    # Several teachers: each keeps its own name, and no folder of this machine is left in the list.
+    teachers = "/tmp/fer/runs/large_init40,r9,/tmp/fer/runs/r9_tune_large"
+    assert exporting.portable_paths(teachers) == "large_init40,r9,r9_tune_large"
+    assert exporting.portable_command(f"ferkeras train --teacher {teachers}") == \
+        "ferkeras train --teacher large_init40,r9,r9_tune_large"
 
 
 # ---- the bar of the integer formats ----------------------------------------------------------

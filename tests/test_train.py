@@ -299,6 +299,49 @@ def test_train_with_a_teacher_and_cutmix_end_to_end(trained_synthetic_run, tmp_p
     assert any(line.startswith("Teacher ") for line in lines) and (run / "model.keras").is_file()
 
 
+def test_a_consistent_teacher_labels_the_augmented_view_the_student_sees(trained_synthetic_run):
+    from ferkeras.config import TrainConfig
+    from ferkeras.data import load_dataset
+    from ferkeras.model import load_model
+    from ferkeras.train import consistent_teacher
+
+    split = load_dataset("synthetic:3000").splits["train"]
+    split = Split(split.images[:64], split.labels[:64])
+    model = load_model(trained_synthetic_run / "model.keras")
+    teacher = consistent_teacher(TrainConfig(teacher=str(trained_synthetic_run), teaching="consistent"),
+                                 echo=lambda _: None)
+    images, targets = next(iter(make_pipeline(split, 64, make_augmenter("strong", seed=3),
+                                              teacher=teacher, distill=0.4)))
+    images, targets = images.numpy(), targets.numpy()
+    on_view = model(images, training=False).numpy()
+    np.testing.assert_allclose(targets, 0.6 * np.eye(7)[split.labels] + 0.4 * on_view, atol=1e-5)
+    # The views really are new: on the clean images the teacher says something else.
+    on_clean = model(split.images[..., None].astype("float32"), training=False).numpy()
+    assert np.abs(on_clean - on_view).max() > 0.05
+
+
+def test_consistent_teaching_end_to_end_and_its_errors(trained_synthetic_run, tmp_path, monkeypatch,
+                                                       capsys):
+    runs = tmp_path / "runs"
+    args = ["train", "--data", "synthetic:600", "--epochs", "1", "--runs-dir", str(runs)]
+    code, out, _ = run_main([*args, "--teacher", f"{trained_synthetic_run},shipped", "--teaching",
+                             "consistent", "--name", "student"], monkeypatch, capsys)
+    assert code == 0 and out.count("labels every augmented batch (consistent teaching)") == 2
+    options = json.loads((runs / "student" / "config.json").read_text())["options"]
+    assert options["teaching"] == "consistent" and (runs / "student" / "model.keras").is_file()
+
+    np.save(tmp_path / "probs.npy", np.full((480, 7), 1 / 7))
+    for extra, message in [
+            ([], "Error: --teaching 'consistent': needs --teacher"),
+            (["--teacher", str(tmp_path / "probs.npy")],
+             f"Error: --teacher {tmp_path / 'probs.npy'}: {tmp_path / 'probs.npy'} cannot label new views"),
+            (["--teacher", str(tmp_path / "nosuch.keras")],
+             f"Error: --teacher {tmp_path / 'nosuch.keras'}: {tmp_path / 'nosuch.keras'}: no such model")]:
+        code, _, err = run_main([*args, "--teaching", "consistent", *extra], monkeypatch, capsys)
+        assert code == 2 and err.startswith(message) and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in runs.iterdir()) == ["student"]
+
+
 def test_a_bad_teacher_is_one_line_and_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
     code, _, err = run_main(["train", "--data", "synthetic:600", "--epochs", "1", "--teacher",
                              str(tmp_path / "nosuch"), "--runs-dir", str(tmp_path / "runs")],
