@@ -59,7 +59,8 @@ def test_a_smiling_face_is_one_happy_face(client, happy_photo):
     [face] = body["faces"]
     assert face["label"] == "happy" and face["score"] == max(face["probabilities"].values())
     assert set(face["probabilities"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
-    assert abs(sum(face["probabilities"].values()) - 1) < 1e-3
+    # The shipped int8 model's outputs come in steps of 1/256: 7 of them sum to 1 within 7 half-steps.
+    assert abs(sum(face["probabilities"].values()) - 1) <= 7 / 512
     x, y, w, h = (face["box"][k] for k in ("x", "y", "width", "height"))
     assert x < 200 < x + w and y < 200 < y + h  # the face sits in the middle of the canvas
 
