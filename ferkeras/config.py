@@ -29,7 +29,7 @@ MIXES = ("none", "mixup", "cutmix")
 ARCHITECTURES = ("reference", "large")  # model.build_model
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies
-TEACHINGS = ("precomputed", "consistent")  # train.distillation_targets, train.make_teacher
+TEACHINGS = ("precomputed", "consistent")  # train.distillation_targets, train.consistent_teacher
 
 # Epochs when --epochs is not given: the reference's 30 on real data; the synthetic faces
 # are learnt sooner and the default run must finish within 3 minutes on 2 CPU cores.
