@@ -49,12 +49,12 @@ def flops_per_image(arch: str = "reference") -> tuple[float, float]:
     A conv or dense layer does 2 FLOPs per multiply-add; training is forward plus a backward
     pass of about twice the forward cost (gradients for inputs and for weights).
     """
-    from ferkeras.errors import quiet_stderr
+    from ferkeras.errors import import_tensorflow
 
-    with quiet_stderr():  # TensorFlow's C++ start-up lines
-        from ferkeras.model import build_model
+    import_tensorflow()  # TensorFlow's C++ start-up lines hidden
+    from ferkeras.model import build_model
 
-        layers = build_model(arch=arch).layers
+    layers = build_model(arch=arch).layers
     forward = 0.0
     for layer in layers:
         kind = type(layer).__name__

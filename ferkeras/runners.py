@@ -211,8 +211,7 @@ class TFLiteRunner(Runner):
         if not Path(path).is_file():
             raise FerkerasError(f"{path}: no such model file")
         try:
-            with quiet_stderr():
-                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         except Exception as e:  # a file that is not a TFLite flatbuffer
             raise FerkerasError(f"{path}: not a TFLite model ({first_line(e)})") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
@@ -221,15 +220,18 @@ class TFLiteRunner(Runner):
                                 f"and {len(outputs)}")
         self.input, self.output = inputs[0], outputs[0]
         _check_shapes(path, tuple(self.input["shape"][1:]), tuple(self.output["shape"][1:]))
+        try:
+            _first_allocation(self.interpreter)
+        except Exception as e:  # an op LiteRT lacks, say
+            raise FerkerasError(f"{path}: LiteRT cannot run it ({first_line(e)})") from None
         self.input_quantization = _quantization(self.input)
         self.output_quantization = _quantization(self.output)
         self._batch = 0
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if len(x) != self._batch:
-            with quiet_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
-                self.interpreter.resize_tensor_input(self.input["index"], [len(x), *IMAGE_SHAPE])
-                self.interpreter.allocate_tensors()
+            self.interpreter.resize_tensor_input(self.input["index"], [len(x), *IMAGE_SHAPE])
+            self.interpreter.allocate_tensors()
             self._batch = len(x)
         q_in = self.input_quantization
         self.interpreter.set_tensor(self.input["index"], q_in.quantize(x) if q_in else x)
@@ -237,6 +239,23 @@ class TFLiteRunner(Runner):
         y = self.interpreter.get_tensor(self.output["index"])
         q_out = self.output_quantization
         return q_out.dequantize(y) if q_out else y.astype(np.float32)
+
+
+# LiteRT logs "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per process, at an
+# interpreter's first allocation, and has no setting that turns it off. So each runner allocates
+# when it loads (serve loads before its threads start), and the process's first does so hidden.
+_allocated_before = False
+
+
+def _first_allocation(interpreter) -> None:
+    """Allocate a new interpreter's tensors; the process's first time in quiet_stderr."""
+    global _allocated_before
+    if _allocated_before:
+        interpreter.allocate_tensors()
+        return
+    with quiet_stderr():
+        interpreter.allocate_tensors()
+    _allocated_before = True
 
 
 def _quantization(details: dict) -> Quantization | None:

@@ -25,7 +25,7 @@ import numpy as np
 
 import ferkeras
 from ferkeras.config import RUNS_DIR
-from ferkeras.errors import FerkerasError, first_line, quiet_stderr
+from ferkeras.errors import FerkerasError, first_line, import_tensorflow
 from ferkeras.media.images import ImageTooLarge, decode_image
 from ferkeras.predict import DEFAULT_TTA, Face, FaceRecognizer
 from ferkeras.runners import KerasRunner, Runner, accuracy_record
@@ -117,10 +117,12 @@ class Service:
                     beside = self.runner.path.parent / "model.keras"
                     if not beside.is_file():
                         raise FerkerasError(f"saliency needs a Keras model: none beside {self.runner.path}")
-                    with quiet_stderr():  # TensorFlow's start-up lines, on the server's terminal
-                        from ferkeras.model import load_model
+                    # TensorFlow's start-up lines kept off the server's terminal; safe while
+                    # other requests run (lines they write meanwhile are passed on, not lost).
+                    import_tensorflow()
+                    from ferkeras.model import load_model
 
-                        self._saliency_model = load_model(beside)
+                    self._saliency_model = load_model(beside)
         return self._saliency_model
 
 

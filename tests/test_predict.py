@@ -192,6 +192,18 @@ def test_predict_cli_end_to_end(exported_synthetic_run, tmp_path, no_face_png):
     assert missing.stderr.strip() == "Error: missing.jpg: no such image file or folder"
 
 
+def test_predict_with_mtcnn_prints_only_which_model_answered_on_stderr(tmp_path, no_face_png):
+    """TensorFlow's start-up lines, MTCNN's TensorFlow warning on a picture without a face and
+    LiteRT's XNNPACK notice stay off the terminal, with no TF_CPP_MIN_LOG_LEVEL set beforehand."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([*FERKERAS, "predict", GRACE_HOPPER, str(no_face_png), "--model", "shipped",
+                             "--detector", "mtcnn"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("model: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "sky.png" in result.stdout and "no face found" in result.stdout
+
+
 def test_the_shipped_model_is_the_default_where_there_are_no_runs(tmp_path, monkeypatch, capsys):
     from ferkeras.runners import SHIPPED_FILE, load_runner, resolve_model
     from ferkeras.runs import SHIPPED, find_model, shipped_dir

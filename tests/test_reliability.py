@@ -7,11 +7,16 @@ exactly; a model file's code is never run. The SIGKILL-and-resume test, which ki
 training process, is in test_train.py.
 """
 
+import contextlib
 import errno
 import json
 import os
+import random
 import shutil
 import signal
+import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -32,6 +37,7 @@ from test_data import (
     write_folders,
 )
 
+from ferkeras.errors import quiet_stderr
 from ferkeras.runs import read_history
 from ferkeras.train import EpochLog
 
@@ -464,3 +470,131 @@ def test_nothing_is_unpickled(tmp_path):
     for unsafe in ("allow_pickle=True", "pickle.load", "safe_mode=False",
                    "enable_unsafe_deserialization", "joblib"):
         assert unsafe not in sources, unsafe
+
+
+# ---- quiet_stderr under threads ----------------------------------------------------------------
+# quiet_stderr hides C++ libraries' log lines by pointing file descriptor 2 at a temporary file.
+# `serve` opened one block (loading the saliency model) while another thread opened and closed
+# its own (resizing the interpreter); the per-call swap then left fd 2 on a deleted temporary file
+# and every later stderr line, uvicorn's included, was lost.
+
+CHATTER = (b"I0000 00:00:1796397010.522280    7468 port.cc:153] oneDNN custom operations are on.\n"
+           b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+
+
+@contextlib.contextmanager
+def stderr_into(path: Path):
+    """File descriptor 2 pointed at a new file for the block, and put back after, whatever happened."""
+    sys.stderr.flush()
+    original = os.dup(2)
+    with open(path, "wb") as target:
+        os.dup2(target.fileno(), 2)
+    try:
+        yield path
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        os.close(original)
+
+
+def assert_stderr_still_goes_to(path: Path) -> None:
+    """fd 2 is still that file, and a line written to it now lands there."""
+    now, expected = os.fstat(2), os.stat(path)
+    assert (now.st_dev, now.st_ino) == (expected.st_dev, expected.st_ino), "fd 2 left on another file"
+    os.write(2, b"a later line\n")
+    assert path.read_bytes().endswith(b"a later line\n")
+
+
+def test_quiet_stderr_blocks_overlapping_as_in_serve_leave_fd_2_where_it_was(tmp_path):
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def load_saliency_model():  # enters first and leaves first
+        with quiet_stderr():
+            os.write(2, CHATTER)
+            first_in.set()
+            assert second_in.wait(10)
+        first_out.set()
+
+    def resize_interpreter():  # enters while the first is open, and leaves after it
+        assert first_in.wait(10)
+        with quiet_stderr():
+            second_in.set()
+            assert first_out.wait(10)
+            os.write(2, CHATTER)
+
+    with stderr_into(tmp_path / "stderr") as path:
+        threads = [threading.Thread(target=f) for f in (load_saliency_model, resize_interpreter)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert_stderr_still_goes_to(path)
+    assert path.read_bytes() == b"a later line\n"  # the chatter hidden, the later line shown
+
+
+def test_quiet_stderr_from_many_threads_at_once_leaves_fd_2_whole(tmp_path):
+    def churn(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(150):
+            with quiet_stderr():
+                os.write(2, CHATTER)
+                if rng.random() < 0.3:
+                    with quiet_stderr():  # nested, as a guarded call inside a guarded block
+                        os.write(2, CHATTER)
+                time.sleep(rng.random() / 2000)
+            time.sleep(rng.random() / 2000)
+
+    with stderr_into(tmp_path / "stderr") as path:
+        threads = [threading.Thread(target=churn, args=(seed,)) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert_stderr_still_goes_to(path)
+    assert path.read_bytes() == b"a later line\n"
+
+
+def test_another_threads_line_written_during_a_block_is_passed_on_not_lost(tmp_path):
+    inside, written = threading.Event(), threading.Event()
+
+    def guarded():
+        with quiet_stderr():
+            inside.set()
+            os.write(2, CHATTER)
+            assert written.wait(10)
+            os.write(2, CHATTER)
+
+    with stderr_into(tmp_path / "stderr") as path:
+        thread = threading.Thread(target=guarded)
+        thread.start()
+        assert inside.wait(10)
+        os.write(2, b"ERROR: uvicorn's line, from a thread outside any block\n")
+        written.set()
+        thread.join(30)
+        assert_stderr_still_goes_to(path)
+    assert path.read_bytes() == b"ERROR: uvicorn's line, from a thread outside any block\na later line\n"
+
+
+def test_a_block_that_raises_shows_what_it_wrote_even_while_another_is_open(tmp_path):
+    inside, done = threading.Event(), threading.Event()
+
+    def long_block():
+        with quiet_stderr():
+            os.write(2, CHATTER)
+            inside.set()
+            assert done.wait(10)
+
+    with stderr_into(tmp_path / "stderr") as path:
+        thread = threading.Thread(target=long_block)
+        thread.start()
+        assert inside.wait(10)
+        with pytest.raises(RuntimeError), quiet_stderr():
+            os.write(2, b"E0000 00:00:1796397010.5 7468 convert.cc:1] why the conversion failed\n")
+            raise RuntimeError("conversion failed")
+        # shown at once, on the real stderr, though the other block still holds fd 2
+        assert b"why the conversion failed" in path.read_bytes()
+        done.set()
+        thread.join(30)
+        assert_stderr_still_goes_to(path)
+    assert path.read_bytes() == (b"E0000 00:00:1796397010.5 7468 convert.cc:1] why the conversion failed\n"
+                                 b"a later line\n")

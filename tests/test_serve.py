@@ -171,6 +171,66 @@ def test_saliency_overlay_per_face(client):
     assert 0.02 < colored.mean() < 0.98
 
 
+def test_a_saliency_load_overlapping_an_interpreter_resize_leaves_stderr_working(tmp_path, monkeypatch):
+    """The interleaving that lost the server's stderr: an upload loads the saliency model (outside
+    the inference lock) while a live frame resizes the interpreter, and the resize ends last."""
+    from test_reliability import assert_stderr_still_goes_to, stderr_into
+
+    import ferkeras.model
+
+    fresh = Service.load(ServeSettings(model="shipped"))  # its saliency model not loaded yet
+    loading, resizing, loaded = threading.Event(), threading.Event(), threading.Event()
+    load_model, saliency_model = ferkeras.model.load_model, fresh.saliency_model
+
+    def slow_load(path):
+        loading.set()
+        assert resizing.wait(30)
+        return load_model(path)
+
+    def saliency_model_then_say_so():
+        model = saliency_model()
+        loaded.set()
+        return model
+
+    class SlowInterpreter:
+        """The runner's interpreter, holding its allocation open until the saliency model has loaded."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def allocate_tensors(self):
+            resizing.set()
+            assert loaded.wait(30)
+            return self.inner.allocate_tensors()
+
+    monkeypatch.setattr(ferkeras.model, "load_model", slow_load)
+    monkeypatch.setattr(fresh, "saliency_model", saliency_model_then_say_so)
+    fresh.runner.interpreter = SlowInterpreter(fresh.runner.interpreter)
+    fresh.runner._batch = 0  # the next frame resizes the interpreter
+    photo = np.asarray(Image.open(GRACE_HOPPER).convert("RGB"))
+    answers = {}
+
+    def live_frame():
+        assert loading.wait(30)
+        answers["frame"] = fresh.predict(photo)
+
+    def upload():
+        answers["upload"] = fresh.predict(photo, saliency=True)
+
+    with stderr_into(tmp_path / "stderr") as path:
+        threads = [threading.Thread(target=f) for f in (upload, live_frame)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+        assert_stderr_still_goes_to(path)
+    [frame], [uploaded] = answers["frame"], answers["upload"]
+    assert uploaded["label"] == frame["label"] and uploaded["saliency"].startswith("data:image/png")
+
+
 def test_a_bad_model_fails_at_start_with_one_line(tmp_path):
     not_a_model = tmp_path / "model.tflite"
     not_a_model.write_text("nope")

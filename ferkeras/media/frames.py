@@ -18,7 +18,7 @@ from typing import IO
 
 import numpy as np
 
-from ferkeras.errors import FerkerasError, quiet_stderr
+from ferkeras.errors import FerkerasError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
@@ -27,6 +27,20 @@ SINK_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", "
 # How long a stream URL may take to connect or to send its next frame before it counts as dead
 # (OpenCV's FFmpeg backend waits 30 s by default, which reads as a hang).
 STREAM_TIMEOUT_S = 10.0
+
+
+# FFmpeg's own lines ("moov atom not found", "Connection refused"). OpenCV reads this once, when it
+# first uses FFmpeg, so it is set on import; -8 (quiet) because at any other level OpenCV prints
+# FFmpeg's lines on stdout. A user's own setting wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
+def _quiet_opencv() -> None:
+    """OpenCV's warnings ("can't open camera by index") off, unless OPENCV_LOG_LEVEL asks for them."""
+    import cv2
+
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def is_stream_url(source: str | os.PathLike | int) -> bool:
@@ -73,11 +87,11 @@ class VideoSource:
                 raise FerkerasError(f"{source}: no such video file")
         self.live = isinstance(source, int) or is_stream_url(str(source))
         # OpenCV and FFmpeg log why a source fails straight to file descriptor 2; the one-line
-        # error below says it for the user, so their lines are hidden.
-        with quiet_stderr():
-            self.capture = _open_capture(source, self.live)
-            opened = self.capture.isOpened()
-            ok, first = self.capture.read() if opened else (False, None)
+        # error below says it for the user, so their own log levels keep their lines off.
+        _quiet_opencv()
+        self.capture = _open_capture(source, self.live)
+        opened = self.capture.isOpened()
+        ok, first = self.capture.read() if opened else (False, None)
         self._started = time.monotonic()  # a live source's frame times count from its first frame
         if not opened:
             self.capture.release()

@@ -11,7 +11,7 @@ import functools
 
 import numpy as np
 
-from ferkeras.errors import FerkerasError, quiet_stderr
+from ferkeras.errors import FerkerasError, import_tensorflow
 from ferkeras.media.detect import Detection, Detector
 
 # mtcnn's keypoint names, in Detection's landmark order. Its "left_eye" is the eye on the left of
@@ -54,10 +54,11 @@ class MTCNNDetector(Detector):
                             interpolation=cv2.INTER_AREA))
         if min(small.shape[:2]) < 12:  # smaller than PNet's window: no face can be found
             return []
-        with quiet_stderr():  # TF's "local rendezvous is aborting" line when no face is found
-            found = self.network.detect_faces(np.ascontiguousarray(small),
-                                              min_face_size=min(self.min_face_size, PYRAMID_FACE),
-                                              threshold_onet=self.threshold)
+        # TF's "local rendezvous is aborting" warning, when no face is found, is kept off the
+        # terminal by TF_CPP_MIN_LOG_LEVEL, which _network() sets before TensorFlow loads.
+        found = self.network.detect_faces(np.ascontiguousarray(small),
+                                          min_face_size=min(self.min_face_size, PYRAMID_FACE),
+                                          threshold_onet=self.threshold)
         detections = []
         for face in found:
             x, y, w, h = (v / shrink for v in face["box"])
@@ -75,10 +76,10 @@ def _network():
     """The three networks, built once per process (about 15 s with TensorFlow's import)."""
     from importlib import resources
 
-    with quiet_stderr():
-        from mtcnn import MTCNN
-        from mtcnn.stages import StageONet, StagePNet, StageRNet
+    import_tensorflow()  # its start-up lines hidden, and its log level set
+    from mtcnn import MTCNN
+    from mtcnn.stages import StageONet, StagePNet, StageRNet
 
-        weights = resources.files("mtcnn.assets.weights")
-        return MTCNN(stages=[stage(weights=str(weights / name)) for stage, name in
-                             ((StagePNet, "pnet.lz4"), (StageRNet, "rnet.lz4"), (StageONet, "onet.lz4"))])
+    weights = resources.files("mtcnn.assets.weights")
+    return MTCNN(stages=[stage(weights=str(weights / name)) for stage, name in
+                         ((StagePNet, "pnet.lz4"), (StageRNet, "rnet.lz4"), (StageONet, "onet.lz4"))])
