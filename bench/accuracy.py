@@ -1,13 +1,14 @@
 """Benchmark accuracy: the shipped model (or any export folder) on a FER2013 split.
 
     python bench/accuracy.py [EXPORT_DIR] [--data ../shared/datasets/fer2013] [--split test]
-    python bench/accuracy.py --train [--record]      # run the fer2013 recipe first, then export
+    python bench/accuracy.py --train --force [--record]   # remake the shipped model, measure it
 
 EXPORT_DIR (default: the repo's exported/) holds what `ferkeras export --tflite` writes. Each
 model in it (keras: model.keras; float32, int8 and int16x8: TFLite) is evaluated on the split:
 accuracy, accuracy with flip test-time augmentation and with shifts TTA (10 views: the mirror
 image and one-pixel shifts of both), and recall per class, side by side.
---train trains `ferkeras train --recipe fer2013` on --data, then exports it into EXPORT_DIR.
+--train trains `ferkeras train --recipe fer2013` on --data, then exports it into EXPORT_DIR;
+into the shipped models' folder (the default) only with --force, checked before training.
 --record writes the figures into EXPORT_DIR/metadata.json ("accuracy"), which the CI test
 tests/test_shipped_model.py holds the shipped files to.
 """
@@ -25,17 +26,19 @@ sys.path.insert(0, str(REPO))  # run from a checkout
 ENGINES = ("keras", "float32", "int8", "int16x8")  # export formats: .keras and TFLite files
 
 
-def train_and_export(data: str, out: Path, runs_dir: str) -> dict:
+def train_and_export(data: str, out: Path, runs_dir: str, force: bool = False) -> dict:
     """Train the fer2013 recipe on data, export it (TFLite float32 and int8) into out; provenance."""
     from ferkeras.config import TrainConfig
     from ferkeras.errors import FerkerasError
-    from ferkeras.export import export, portable_path
+    from ferkeras.export import check_out, export
+    from ferkeras.exportmeta import portable_path
     from ferkeras.train import train
 
+    check_out(out, force)  # before the hour of training, not after
     start = time.perf_counter()
     run_dir = train(TrainConfig.from_recipe("fer2013", {"data": data, "runs_dir": runs_dir}))
     minutes = (time.perf_counter() - start) / 60
-    result = export(run_dir, out, tflite=True)  # a model that misses the parity bars never ships
+    result = export(run_dir, out, tflite=True, force=force)  # a model that misses the parity bars never ships
     if not result.passed:
         raise FerkerasError(f"{run_dir}: export failed its parity check ({'; '.join(result.failures)}); "
                             f"kept in {result.rejected}/")
@@ -87,17 +90,19 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="train the fer2013 recipe and export "
                         "it into EXPORT_DIR first (about 50 minutes on 2 idle cores)")
     parser.add_argument("--runs-dir", default="runs", help="where --train puts its run")
+    parser.add_argument("--force", action="store_true", help="let --train export into the folder "
+                        "of the models installed with ferkeras (the default EXPORT_DIR), replacing them")
     parser.add_argument("--record", action="store_true",
                         help="write the figures into EXPORT_DIR/metadata.json")
     args = parser.parse_args()
 
     from ferkeras.errors import FerkerasError
-    from ferkeras.export import portable_command
+    from ferkeras.exportmeta import portable_command
     from ferkeras.fileio import write_json_atomic
 
     export_dir = Path(args.export_dir)
     try:
-        trained = train_and_export(args.data, export_dir, args.runs_dir) if args.train else {}
+        trained = train_and_export(args.data, export_dir, args.runs_dir, args.force) if args.train else {}
         figures = measure(export_dir, args.data, args.split)
     except FerkerasError as e:
         sys.exit(f"Error: {e}")

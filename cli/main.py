@@ -14,7 +14,7 @@ import click
 
 import ferkeras
 from ferkeras.config import ARCHITECTURES, RUNS_DIR, TrainConfig, flag_of, resume_options
-from ferkeras.errors import FerkerasError, quiet_stderr
+from ferkeras.errors import FerkerasError, import_tensorflow
 from ferkeras.gradients import TRIALS
 from ferkeras.media.detect import DETECTORS
 from ferkeras.predict import DEFAULT_TTA
@@ -35,12 +35,9 @@ from ferkeras.viz.workflows import SALIENCY_IMAGES
 
 @contextlib.contextmanager
 def quiet_tensorflow_startup():
-    """Import TensorFlow and probe its devices with their C++ log lines (oneDNN notice, CUDA
-    probing) hidden; they are written to file descriptor 2 before any Python setting applies."""
-    with quiet_stderr():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
+    """Import TensorFlow and probe its devices first, at start-up, before any thread exists, with
+    their C++ log lines (oneDNN notice, CUDA probing) hidden; then run the block."""
+    import_tensorflow()
     yield
 
 
@@ -280,21 +277,24 @@ def gradcheck(trials: int, seed: int) -> None:
               "(default quantisations: none and int8)")
 @click.option("--quantize", multiple=True, metavar="none|float16|dynamic|int8|int16x8",
               help="TFLite variants, repeated or comma-separated (implies --tflite)")
-@click.option("--out", default="exported", show_default=True, type=click.Path(file_okay=False),
-              help="export folder")
+@click.option("--out", type=click.Path(file_okay=False), help="export folder",
+              show_default="exported/ in the run's folder")
+@click.option("--force", is_flag=True, help="export into the folder of the models installed with "
+              "ferkeras (ferkeras.exported: the repo's exported/), replacing them")
 @click.option("--no-verify", is_flag=True, help="export even if parity with the Keras model misses "
               "its bar (the figures are still measured and recorded)")
 @click.option("--no-saved-model", is_flag=True, help="leave the SavedModel out of the export "
               "folder (it is still made, to convert the TFLite files from)")
 @runs_dir_option
-def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out: str,
-                   no_verify: bool, no_saved_model: bool, runs_dir: str) -> None:
+def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out: str | None,
+                   force: bool, no_verify: bool, no_saved_model: bool, runs_dir: str) -> None:
     """Export a run's best model as SavedModel and TFLite, checked against the Keras model."""
     with quiet_tensorflow_startup():
         from ferkeras import export as exporting
 
     result = exporting.export(run, out, tflite=tflite, quantize=quantize, verify=not no_verify,
-                              runs_dir=runs_dir, echo=click.echo, saved_model=not no_saved_model)
+                              runs_dir=runs_dir, echo=click.echo, saved_model=not no_saved_model,
+                              force=force)
     if result.rejected:  # exit code 1, as for a failed test; 2 stays for bad input
         click.echo(f"Error: parity check failed: {'; '.join(result.failures)} "
                    f"(kept in {result.rejected}/; --no-verify exports anyway)", err=True)

@@ -1,11 +1,13 @@
 """Export: a run's best model -> SavedModel -> TFLite (float32, float16, dynamic-range, int8), verified.
 
-The export folder (exported/ by default) gets saved_model/, model_<format>.tflite and
-metadata.json. Each TFLite model is converted from the SavedModel, then run on the run's
-validation images and compared with the Keras model: top-1 agreement and accuracy against the
-bar in FORMATS. Everything is built in a temporary folder beside the export folder and moved in
-only when every check passes, so an interrupted or failed export leaves the previous artefacts
-whole; a failed one is kept in <out>-rejected/ for inspection.
+The export folder (by default exported/ beside the model: runs/NAME/exported/) gets model.keras,
+saved_model/, model_<format>.tflite and metadata.json (ferkeras/exportmeta.py). The folder of the
+models installed with ferkeras (ferkeras.exported: the repo's exported/) takes an export only
+with force, since an export replaces what is there. Each TFLite model is converted from the
+SavedModel, then run on the run's validation images and compared with the Keras model: top-1
+agreement and accuracy against the bar in FORMATS. Everything is built in a temporary folder
+beside the export folder and moved in only when every check passes, so an interrupted or failed
+export leaves the previous artefacts whole; a failed one is kept in <out>-rejected/ for inspection.
 
 Past 400 lines because the format table, conversion, parity check and the atomic install of
 the folder are one transaction that reads best in one place.
@@ -13,7 +15,6 @@ the folder are one transaction that reads best in one place.
 
 from __future__ import annotations
 
-import datetime
 import os
 import shutil
 import tempfile
@@ -26,20 +27,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import ferkeras
-from ferkeras.config import RUNS_DIR, command_line, did_you_mean
-from ferkeras.data import Split
+from ferkeras.config import RUNS_DIR, did_you_mean
 from ferkeras.errors import FerkerasError, quiet_stderr
+from ferkeras.exportmeta import METADATA, carry_accuracy, export_metadata, file_digest, weights_digest
 from ferkeras.fileio import read_json, write_json_atomic
 from ferkeras.model import load_model, uncompiled_copy
 from ferkeras.runners import KerasRunner, SavedModelRunner, TFLiteRunner
-from ferkeras.runs import find_model, read_run_config, run_of_model, run_splits
-from ferkeras.spec import CLASS_NAMES
+from ferkeras.runs import find_model, read_run_config, run_of_model, run_splits, shipped_dir
 
 # TFLite's guide asks for "a few hundred" calibration images; 300 and 1,000 gave the same
 # agreement on FER2013 (and 1,000 took twice as long to convert).
 REPRESENTATIVE_IMAGES = 300
-METADATA = "metadata.json"
+DEFAULT_OUT = "exported"  # the folder beside the model (runs/NAME/exported) when no out is given
 
 Echo = Callable[[str], None]
 
@@ -212,11 +211,12 @@ class Artifact:
     seconds: float
     io: dict | None = None  # TFLite input/output dtypes, with scale and zero point when quantised
     parity: Parity | None = None
+    sha256: str | None = None  # of a file's bytes (not of the SavedModel folder)
 
     def to_dict(self) -> dict:
-        """For metadata.json: file name, size, seconds, I/O and parity figures."""
+        """For metadata.json: file name, size, seconds, digest, I/O and parity figures."""
         return {"file": self.path.name, "bytes": self.bytes, "seconds": round(self.seconds, 2),
-                **({"io": self.io} if self.io else {}),
+                **({"sha256": self.sha256} if self.sha256 else {}), **({"io": self.io} if self.io else {}),
                 "parity": self.parity.to_dict() if self.parity else None}
 
 
@@ -245,18 +245,34 @@ class ExportResult:
         return f"ferkeras predict photo.jpg --model {self.out / best.path.name}"
 
 
-def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "exported",
+def check_out(out: str | os.PathLike, force: bool = False) -> None:
+    """Refuse an export folder in the shipped models' folder (installed as ferkeras.exported) unless force."""
+    try:
+        shipped = shipped_dir().resolve()
+    except ModuleNotFoundError:  # installed without its models: nothing to overwrite
+        return
+    if not force and Path(out).resolve().is_relative_to(shipped):
+        raise FerkerasError(f"--out {out} is in {shipped}, the folder of the models installed with "
+                            "ferkeras (--model shipped, large); pass --force to replace them, or "
+                            "choose another --out")
+
+
+def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
            tflite: bool = False, quantize: Iterable[str] | None = None, verify: bool = True,
            runs_dir: str | os.PathLike = RUNS_DIR, echo: Echo = print,
-           saved_model: bool = True) -> ExportResult:
+           saved_model: bool = True, force: bool = False) -> ExportResult:
     """Export a run's best model (or a .keras file) as .keras, SavedModel and TFLite, checking parity.
 
-    Parity is measured whenever the model's run says what its validation images are; verify
-    decides whether a miss keeps the export out (True) or is only recorded (False).
-    saved_model=False leaves the SavedModel out of `out` (it is still made: TFLite converts it).
+    out defaults to exported/ beside the model (runs/NAME/exported); the shipped models' folder
+    is refused unless force (check_out). Parity is measured whenever the model's run says what
+    its validation images are; verify decides whether a miss keeps the export out (True) or is
+    only recorded (False). saved_model=False leaves the SavedModel out of `out` (it is still
+    made: TFLite converts it).
     """
     formats = select_formats(tflite, quantize)
     model_path = find_model(run, runs_dir)
+    out = Path(out) if out is not None else model_path.parent / DEFAULT_OUT
+    check_out(out, force)  # before anything is loaded, made or moved
     run_dir = run_of_model(model_path)
     needs_data = verify or any(f.calibrated for f in formats)
     measure = run_dir is not None
@@ -264,7 +280,6 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
         raise FerkerasError(f"{model_path} is not in a run folder, so there are no training images "
                             "to calibrate int8 and no validation images to check parity; export "
                             "the run, or pass --no-verify without --quantize int8")
-    out = Path(out)
     echo(f"Exporting {model_path} to {out}/")
     model = load_model(model_path)
     train_split, val_split = run_splits(run_dir) if measure else (None, None)
@@ -293,7 +308,8 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
             else:
                 path.write_bytes(convert(build / "saved_model", fmt, representative))
                 runner = TFLiteRunner(path)
-            artifact = Artifact(fmt, out / fmt.file, _size(path), time.perf_counter() - start)
+            artifact = Artifact(fmt, out / fmt.file, _size(path), time.perf_counter() - start,
+                                sha256=None if path.is_dir() else file_digest(path))
             if isinstance(runner, TFLiteRunner):
                 artifact.io = {"input": _io(runner.input, runner.input_quantization),
                                "output": _io(runner.output, runner.output_quantization)}
@@ -303,7 +319,13 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
                                                val_split.labels)
                 echo(f"    {artifact.parity.describe()}")
             artifacts.append(artifact)
-        metadata = _metadata(model_path, run_dir, artifacts, val_split, representative)
+        metadata = export_metadata(
+            model_path, run_dir, {a.format.name: a.to_dict() for a in artifacts},
+            next((a.parity.keras_accuracy for a in artifacts if a.parity), None),
+            len(val_split) if val_split is not None else None,
+            len(representative) if representative is not None else None, weights_digest(model))
+        # The figures bench/accuracy.py --record measured stay while their files are the same.
+        record_note = carry_accuracy(metadata, read_json(out / METADATA, {}), out)
         write_json_atomic(build / METADATA, metadata)
         result = ExportResult(out, artifacts, metadata)
         if not result.passed and not verify:
@@ -317,6 +339,8 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
             return result
         _install(build, out, [a.format.file for a in artifacts])
         echo(f"Wrote {', '.join(a.format.file for a in artifacts)}, {METADATA} to {out}/")
+        if record_note:
+            echo(record_note)
         echo(f"Use it: {result.usage()}")
         return result
     finally:
@@ -326,67 +350,6 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike = "expor
 def _save_without_optimizer(model: keras.Model, path: Path) -> None:
     """Save the model's architecture and weights only, not the optimizer's state."""
     uncompiled_copy(model).save(path)
-
-
-def _metadata(model_path: Path, run_dir: Path | None, artifacts: list[Artifact],
-              val_split: Split | None, representative: np.ndarray | None) -> dict:
-    run_config = read_run_config(run_dir) if run_dir else {}
-    options = run_config.get("options", {})
-    keras_accuracy = next((a.parity.keras_accuracy for a in artifacts if a.parity), None)
-    return {
-        "labels": list(CLASS_NAMES),
-        "input": {"shape": [None, 48, 48, 1], "dtype": "float32 (int8 in model_int8.tflite)",
-                  "range": [0, 255],
-                  "normalisation": "none: raw gray pixels 0-255 of a 48x48 face crop; the model "
-                                   "scales by 1/255 and replicates gray to 3 channels itself"},
-        "output": {"shape": [None, len(CLASS_NAMES)],
-                   "meaning": "softmax probabilities in labels order"},
-        "source": {"run": portable_path(run_dir, keep=2), "model": portable_path(model_path, keep=3),
-                   "data": portable_path(options.get("data")), "val_split": options.get("val_split"),
-                   "seed": options.get("seed"), "command": portable_command(run_config.get("command")),
-                   "trained": run_config.get("created"),
-                   "options": {k: portable_paths(v) if isinstance(v, str) else v
-                               for k, v in options.items()} or None},
-        "export_command": portable_command(command_line()),
-        "validation": {"images": len(val_split) if val_split is not None else None,
-                       "keras_accuracy": keras_accuracy},
-        "representative_images": len(representative) if representative is not None else None,
-        "artifacts": {a.format.name: a.to_dict() for a in artifacts},
-        "versions": {"ferkeras": ferkeras.__version__, "tensorflow": tf.__version__},
-        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-
-
-def portable_path(path: str | os.PathLike | None, keep: int = 1, root: Path | None = None) -> str | None:
-    """A path as metadata.json records it, naming no folder of this machine.
-
-    Relative paths stay as they are; an absolute one within the parent of root (the working
-    folder, the repo when exporting into exported/) becomes relative to root, as in
-    ../shared/datasets/fer2013; any other keeps only its last `keep` parts (runs/r3_e120).
-    Values that are not paths (synthetic:3000) pass through.
-    """
-    if path is None or not os.path.isabs(path):
-        return None if path is None else str(path)
-    path, root = Path(os.path.normpath(path)), Path(root or Path.cwd()).resolve()
-    if path.is_relative_to(root.parent) and root.parent != root:
-        return os.path.relpath(path, root)
-    return str(Path(*path.parts[-keep:])) if len(path.parts) > 1 else "."
-
-
-def portable_paths(value: str) -> str:
-    """portable_path over each part of a comma-separated list (--teacher a,b), parts kept apart."""
-    return ",".join(portable_path(part) if os.path.isabs(part) else part for part in value.split(","))
-
-
-def portable_command(command: str | None) -> str | None:
-    """A recorded command line with each absolute path in it made portable (portable_path)."""
-    if command is None:
-        return None
-    words = []
-    for word in command.split(" "):
-        flag, equals, value = word.rpartition("=") if word.startswith("-") and "=" in word else ("", "", word)
-        words.append(flag + equals + portable_paths(value))
-    return " ".join(words)
 
 
 def _io(details: dict, quantization) -> dict:

@@ -2,22 +2,22 @@
 
 import dataclasses
 import json
-import os
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import load_bench, run_main
 from ferkeras.cli.main import cli
 
 from ferkeras import export as exporting
+from ferkeras import exportmeta
 from ferkeras.errors import FerkerasError
 from ferkeras.export import FORMATS, export, run_splits, select_formats
 from ferkeras.runners import KerasRunner, Quantization, TFLiteRunner, dequantize, quantize
 
-FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
 ALL_QUANTIZATIONS = ["none", "float16", "dynamic", "int8", "int16x8"]
 
 
@@ -175,21 +175,21 @@ def test_machine_paths_finds_what_it_must():
 
 def test_portable_paths_name_no_folder_of_this_machine(tmp_path):
     repo = tmp_path / "work" / "main"
-    assert exporting.portable_path(tmp_path / "work" / "shared" / "fer2013", root=repo) == \
+    assert exportmeta.portable_path(tmp_path / "work" / "shared" / "fer2013", root=repo) == \
         "../shared/fer2013"
-    assert exporting.portable_path(repo / "runs" / "a", keep=2, root=repo) == "runs/a"
-    assert exporting.portable_path("/elsewhere/runs/r3/model.keras", keep=3, root=repo) == \
+    assert exportmeta.portable_path(repo / "runs" / "a", keep=2, root=repo) == "runs/a"
+    assert exportmeta.portable_path("/elsewhere/runs/r3/model.keras", keep=3, root=repo) == \
         "runs/r3/model.keras"
-    assert exporting.portable_path("/elsewhere/fer2013", root=repo) == "fer2013"
+    assert exportmeta.portable_path("/elsewhere/fer2013", root=repo) == "fer2013"
     for kept in ("synthetic:3000", "runs/a", None):
-        assert exporting.portable_path(kept, root=repo) == kept
+        assert exportmeta.portable_path(kept, root=repo) == kept
     command = "ferkeras train --data /data/fer2013 --runs-dir=/tmp/fer/runs --name r3 --epochs 120"
-    assert exporting.portable_command(command) == \
+    assert exportmeta.portable_command(command) == \
         "ferkeras train --data fer2013 --runs-dir=runs --name r3 --epochs 120"
     # Several teachers: each keeps its own name, and no folder of this machine is left in the list.
     teachers = "/tmp/fer/runs/large_init40,r9,/tmp/fer/runs/r9_tune_large"
-    assert exporting.portable_paths(teachers) == "large_init40,r9,r9_tune_large"
-    assert exporting.portable_command(f"ferkeras train --teacher {teachers}") == \
+    assert exportmeta.portable_paths(teachers) == "large_init40,r9,r9_tune_large"
+    assert exportmeta.portable_command(f"ferkeras train --teacher {teachers}") == \
         "ferkeras train --teacher large_init40,r9,r9_tune_large"
 
 
@@ -322,14 +322,10 @@ def test_failed_parity_exits_1_and_keeps_the_previous_export(exported_synthetic_
     assert parity["passed"] is False and parity["agreement"] == 1.0
 
 
-def test_export_cli_end_to_end(trained_synthetic_run, tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([*FERKERAS, "export", str(trained_synthetic_run), "--tflite", "--out",
-                             str(tmp_path / "exp")], capture_output=True, text=True, env=env,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr
+def test_export_cli_end_to_end(synthetic_export):
+    out, result = synthetic_export
     lines = result.stdout.splitlines()
-    assert lines[-1] == f"Use it: ferkeras predict photo.jpg --model {tmp_path / 'exp' / 'model_int8.tflite'}"
+    assert lines[-1] == f"Use it: ferkeras predict photo.jpg --model {out / 'model_int8.tflite'}"
     sizes = [line for line in lines
              if line.strip().startswith(("keras", "saved_model", "float32", "int8"))]
     assert len(sizes) == 4 and all(" MB " in line and line.endswith(" s") for line in sizes)
@@ -351,3 +347,156 @@ def test_an_export_without_the_saved_model_ships_keras_and_int8_only(trained_syn
     metadata = json.loads((out / METADATA).read_text())
     assert set(metadata["artifacts"]) == {"keras", "int8"}
     assert metadata["artifacts"]["int8"]["parity"]["passed"]
+
+
+# ---- the shipped models' folder, the default folder, and the accuracy record ----------------
+
+def fake_package(source, root):
+    """A stand-in for the installed ferkeras.exported: an export (source) and a large/ beside it."""
+    package = root / "ferkeras_exported"
+    shutil.copytree(source, package)
+    (package / "large").mkdir()
+    for name in ("metadata.json", "model.keras", "model_int8.tflite"):
+        shutil.copy(source / name, package / "large" / name)
+    return package
+
+
+@pytest.fixture
+def package(exported_synthetic_run, tmp_path, monkeypatch):
+    """export looks its shipped models' folder up here, never in the repo's exported/."""
+    folder = fake_package(exported_synthetic_run, tmp_path)
+    shipped = {"shipped": folder, "large": folder / "large"}
+    monkeypatch.setattr(exporting, "shipped_dir", lambda name="shipped": shipped[name], raising=False)
+    return folder
+
+
+def test_export_refuses_the_shipped_models_folder_without_force(trained_synthetic_run, package,
+                                                                monkeypatch, capsys):
+    before = snapshot(package)
+    assert "model_int8.tflite" in before and "large/model_int8.tflite" in before
+    monkeypatch.chdir(package.parent)  # the folder named as a checkout's root names exported/
+    for out in (package, package / "large", Path(package.name), package / "large" / ".." / "large"):
+        # Without --tflite an export over it would delete its int8 and float32 files as stale.
+        code, stdout, err = run_main(["export", str(trained_synthetic_run), "--out", str(out)],
+                                     monkeypatch, capsys)
+        assert code == 2, (out, stdout, err)
+        assert err.count("\n") == 1 and err.startswith("Error: --out ") and "--force" in err
+        assert str(package.resolve()) in err, err
+        with pytest.raises(FerkerasError, match="pass --force"):
+            export(trained_synthetic_run, out, echo=lambda line: None)
+        assert snapshot(package) == before  # not one file written, changed or deleted
+        assert sorted(p.name for p in package.parent.iterdir()) == [package.name]
+
+    code, stdout, err = run_main(["export", str(trained_synthetic_run), "--out", str(package / "large"),
+                                  "--quantize", "int8", "--no-saved-model", "--force"], monkeypatch, capsys)
+    assert code == 0, err
+    assert (package / "large" / "metadata.json").read_bytes() != before["large/metadata.json"]
+    assert {k: v for k, v in snapshot(package).items() if not k.startswith("large/")} == \
+        {k: v for k, v in before.items() if not k.startswith("large/")}
+
+
+def test_plain_export_goes_to_the_runs_own_folder(trained_synthetic_run, package, tmp_path,
+                                                  monkeypatch, capsys):
+    run = tmp_path / "runs" / "copy"
+    shutil.copytree(trained_synthetic_run, run)
+    monkeypatch.chdir(tmp_path)  # so that an export into ./exported could not reach the repo's
+    code, stdout, err = run_main(["export", "copy", "--runs-dir", "runs", "--quantize", "none",
+                                  "--no-verify"], monkeypatch, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (run / "exported").iterdir()) == \
+        ["metadata.json", "model.keras", "model_float32.tflite", "saved_model"]
+    assert stdout.splitlines()[-1] == \
+        f"Use it: ferkeras predict photo.jpg --model {Path('runs/copy/exported/model_float32.tflite')}"
+    assert not (tmp_path / "exported").exists()
+    # A model outside any run exports beside itself: for the shipped model, into its package.
+    code, _, err = run_main(["export", str(package / "model.keras"), "--quantize", "none",
+                             "--no-verify"], monkeypatch, capsys)
+    assert code == 2 and "pass --force" in err and not (package / "exported").exists()
+
+
+ACCURACY = {"data": "synthetic", "split": "test", "images": 750, "command": "python bench/accuracy.py",
+            "engines": {name: {"images": 750, "accuracy": 0.9} for name in ("keras", "float32", "int8")}}
+
+
+def with_accuracy_record(source, out, legacy: bool = False):
+    """A copy of an export with an accuracy record as bench/accuracy.py --record writes it;
+    legacy: its metadata as written before exports recorded which weights and files they hold."""
+    shutil.copytree(source, out)
+    meta = json.loads((out / "metadata.json").read_text())
+    meta["accuracy"] = ACCURACY
+    if legacy:
+        meta.pop("weights_sha256", None)
+        for entry in meta["artifacts"].values():
+            entry.pop("sha256", None)
+    (out / "metadata.json").write_text(json.dumps(meta))
+    return out
+
+
+def test_a_re_export_of_the_same_model_keeps_its_accuracy_record(exported_synthetic_run,
+                                                                  trained_synthetic_run, tmp_path):
+    out = with_accuracy_record(exported_synthetic_run, tmp_path / "exported")
+    lines = []
+    export(trained_synthetic_run, out, tflite=True, echo=lines.append)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["accuracy"] == ACCURACY, lines
+    assert len(meta["weights_sha256"]) == 64 and len(meta["artifacts"]["int8"]["sha256"]) == 64
+    assert any("accuracy record" in line and "kept" in line for line in lines), lines
+
+    # Without int8, the figures of the int8 file that is no longer there go with it.
+    export(trained_synthetic_run, out, quantize=["none"], echo=lambda line: None)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert not (out / "model_int8.tflite").exists()
+    assert meta["accuracy"] == {**ACCURACY, "engines": {k: v for k, v in ACCURACY["engines"].items()
+                                                        if k != "int8"}}
+
+
+def test_an_export_of_another_model_drops_the_accuracy_record(exported_synthetic_run,
+                                                              trained_synthetic_run, tmp_path):
+    from ferkeras.model import load_model
+
+    other = tmp_path / "runs" / "other"  # the same run with one weight changed: another model
+    shutil.copytree(trained_synthetic_run, other)
+    model = load_model(other / "model.keras")
+    bias = model.layers[-1].bias
+    bias.assign(bias.numpy() + np.eye(len(bias.numpy()))[0] * 1e-3)
+    model.save(other / "model.keras")
+    out = with_accuracy_record(exported_synthetic_run, tmp_path / "exported")
+    lines = []
+    result = export(other, out, quantize=["int8"], echo=lines.append)
+    assert result.passed, result.failures
+    meta = json.loads((out / "metadata.json").read_text())
+    assert "accuracy" not in meta
+    assert any("accuracy record" in line and "dropped" in line for line in lines), lines
+
+
+def test_a_record_written_before_digests_is_judged_by_the_files_themselves(exported_synthetic_run,
+                                                                          tmp_path):
+    """Metadata from before exports recorded their digests (today's shipped files): each file's
+    identity is computed from the file still in the folder."""
+    from ferkeras.exportmeta import carry_accuracy
+
+    legacy = json.loads(with_accuracy_record(exported_synthetic_run, tmp_path / "old", legacy=True)
+                        .joinpath("metadata.json").read_text())
+    assert "weights_sha256" not in legacy and "sha256" not in legacy["artifacts"]["int8"]
+    same = json.loads((exported_synthetic_run / "metadata.json").read_text())
+    assert "kept" in carry_accuracy(same, legacy, tmp_path / "old") and same["accuracy"] == ACCURACY
+
+    (tmp_path / "old" / "model_int8.tflite").write_bytes(b"another int8 file")
+    fresh = json.loads((exported_synthetic_run / "metadata.json").read_text())
+    note = carry_accuracy(fresh, legacy, tmp_path / "old")
+    assert "kept for keras, float32, dropped for int8" in note, note
+    assert set(fresh["accuracy"]["engines"]) == {"keras", "float32"}
+
+
+def test_bench_train_refuses_the_shipped_models_before_training(package, monkeypatch, capsys):
+    import ferkeras.train
+
+    def train(*args, **kwargs):
+        raise AssertionError("trained before checking where the export would go")
+
+    monkeypatch.setattr(ferkeras.train, "train", train)
+    monkeypatch.setattr(sys, "argv", ["accuracy.py", str(package), "--train", "--data", "synthetic:30"])
+    before = snapshot(package)
+    with pytest.raises(SystemExit) as exit_info:
+        load_bench("accuracy").main()
+    assert "pass --force" in str(exit_info.value.code) and snapshot(package) == before
