@@ -1,9 +1,9 @@
 """FER2013 in any of its common layouts -> uint8 (N, 48, 48) images and int64 labels.
 
 Layouts: the original fer2013.csv (emotion,pixels,Usage), the course-homework CSVs
-(label,feature and unlabeled id,feature), Kaggle-style image folders (split/class/*.jpg or
-class/*.jpg), and generated synthetic faces. Decoded real data is cached as .npz under
-cache_dir(), keyed by the files' paths, sizes and mtimes. Every bad input raises
+(label,feature and unlabeled id,feature), Kaggle-style image folders (split/class/*.jpg, or
+class/*.jpg: one split named train), and generated synthetic faces. Decoded real data is cached
+as .npz under cache_dir(), keyed by the files' paths, sizes and mtimes. Every bad input raises
 FerkerasError naming the file (and 1-based line for CSVs); with skip_bad, bad rows, unreadable
 images and empty class folders are passed over instead and listed in Dataset.skipped.
 
@@ -342,7 +342,9 @@ def _parse_label(text: str, where: str) -> int:
 def _load_folders(root: Path, skipped: list[str] | None) -> Dataset:
     subdirs = _visible_subdirs(root)
     if any(name.lower() in CLASS_NAMES for name in subdirs):
-        split_dirs = {root.name.lower(): root}  # root holds class folders: one split
+        # root holds class folders: one split, named train (whatever the folder's name) so that
+        # a folder of one's own photos trains and evaluates like any other data
+        split_dirs = {"train": root}
     elif subdirs:
         split_dirs = {name.lower(): root / name for name in subdirs}
     else:
@@ -352,11 +354,13 @@ def _load_folders(root: Path, skipped: list[str] | None) -> Dataset:
     stamp: list[tuple[str, int, int]] = []
     for split, folder in split_dirs.items():
         files[split] = _list_split(folder, root, stamp, skipped)
+    ordered = sorted(files, key=lambda name: (name != "train", name != "test", name))
     cache_file = _cache_file(root, stamp)
     cached = _read_cache(cache_file)
-    if cached is not None:
+    # the same files cached under other split names (before a folder of class folders was
+    # named train, its split took the folder's name) are stale: rebuild
+    if cached is not None and list(cached[1]) == ordered:
         return Dataset(str(root), *cached)
-    ordered = sorted(files, key=lambda name: (name != "train", name != "test", name))
     all_paths = [path for name in ordered for path in files[name][0]]
     readable = np.ones(len(all_paths), dtype=bool)
 

@@ -1,4 +1,5 @@
-"""Evaluation: a run's model on its own validation data -> predictions -> metrics, confusion matrix, words.
+"""Evaluation: a run's model on its own validation data -> predictions -> metrics, confusion matrix
+(numbers and figure), words.
 
 The data comes from the run's config.json (the same source, split option and seed as training),
 or from --data/--split. Results go to <run>/viz/ (or an --out folder): metrics_<split>.json,
@@ -11,16 +12,18 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ferkeras.config import RUNS_DIR
-from ferkeras.data import EVAL_BATCH_SIZE, Split, as_batch
+from ferkeras.data import EVAL_BATCH_SIZE, Dataset, Split, as_batch, train_val_splits
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import write_json_atomic, write_text_atomic
+from ferkeras.plotting import new_figure, save_figure
 from ferkeras.runners import TTA_METHODS, TTA_SHIFTS, tta_method, tta_views, view_plan
 from ferkeras.runs import (
     SHIPPED,
@@ -32,7 +35,9 @@ from ferkeras.runs import (
     split_as_run,
 )
 from ferkeras.spec import CLASS_NAMES
-from ferkeras.viz.figures import confusion_figure, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RUN_VALIDATION = "val"  # the split name that means "the run's own validation data"
 CONFUSED_PAIRS = 3  # pairs named in the generated analysis
@@ -65,17 +70,20 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
                 skip_bad: bool = False) -> Source:
     """Resolve RUN (run name/folder, .keras file, or None = latest run) and the images to use.
 
-    Without data/split this is the run's validation data, exactly as training split it. data
-    replaces the source (its test split, else a stratified 25% of train); split names a split
-    ("val" = the run's validation data, "train", "test", ...). skip_bad passes over bad rows
-    and images of data, as the run's own --skip-bad does for its data.
+    Without data/split this is the run's validation data, exactly as training split it; so is
+    data when it is the run's own (however its path is spelled). Other data replaces the source
+    (see other_data_split); split names a split ("val" = the run's validation data, "train",
+    "test", ...). skip_bad passes over bad rows and images of data, as the run's own --skip-bad
+    does for its data.
     """
     model_path = find_model(run, runs_dir, shipped_fallback=data is not None)
     # A run's model.keras, or a .keras file inside a run folder (last.keras): the run's config.
     run_dir = run_of_model(model_path)
     options: dict = {}
+    run_source = None
     if run_dir is not None:
-        options = read_run_config(run_dir)["options"]
+        config = read_run_config(run_dir)
+        options, run_source = config["options"], (config.get("data") or {}).get("source")
         out_dir = run_dir / "viz"
     else:
         if data is None:
@@ -84,14 +92,15 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
         # beside a bare model file; the shipped one sits inside the installed package: here instead
         out_dir = (Path(f"{SHIPPED}_viz") if is_shipped(model_path)
                    else model_path.parent / f"{model_path.stem}_viz")
-    same_data = data is None or data == options.get("data")
+    same_data = data is None or data == options.get("data") or _names_source(data, run_source)
     if run_dir is not None and not same_data:
         # Results on other data go to a folder of their own, never over the run's own ones.
         out_dir = run_dir / "viz" / (Path(str(data)).name.replace(":", "_") or "data")
-    dataset = load_run_data(options, data, skip_bad)
+    dataset = load_run_data(options, data, skip_bad or (same_data and options.get("skip_bad", False)))
     split_name = split or RUN_VALIDATION
     if split_name == RUN_VALIDATION:
-        _, chosen = split_as_run(dataset, options, same_data)
+        chosen = (split_as_run(dataset, options)[1] if same_data
+                  else other_data_split(dataset, int(options.get("seed", 0))))
     else:
         chosen = dataset.splits.get(split_name)
         if chosen is None or chosen.labels is None:
@@ -102,6 +111,28 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
                                 f"or {RUN_VALIDATION} for the run's validation data)")
     return Source(model_path, run_dir, chosen, split_name, dataset.source, out_dir,
                   dataset.skip_report())
+
+
+def other_data_split(dataset: Dataset, seed: int = 0) -> Split:
+    """What a model is evaluated on in data other than its run's: the labeled test split, else the
+    only labeled split whole (a folder of class folders), else a stratified 25% of train."""
+    test = dataset.splits.get("test")
+    if test is not None and test.labels is not None:
+        return test
+    labeled = [s for s in dataset.splits.values() if s.labels is not None]
+    if not labeled:
+        raise FerkerasError(f"{dataset.source}: no labeled split to evaluate on "
+                            f"(splits: {', '.join(dataset.splits)}, all unlabeled)")
+    if len(labeled) == 1:
+        return labeled[0]  # none of it was trained on: all of it measures the model best
+    return train_val_splits(dataset, "auto", seed)[1]
+
+
+def _names_source(data: str, source: str | None) -> bool:
+    """Whether a --data path is the loaded source (a resolved path), spelled another way."""
+    if source is None or str(data).split(":")[0] == "synthetic":
+        return False
+    return str(Path(data).expanduser().resolve()) == source
 
 
 # ---------------------------------------------------------------------------- predictions
@@ -304,3 +335,30 @@ def format_report(result: dict) -> str:
         lines.append(f"With {tta.get('name', 'flip')} TTA: accuracy {tta['accuracy']:.4f} "
                      f"(without: {result['accuracy']:.4f}), macro F1 {tta['macro_f1']:.4f}")
     return "\n".join(lines)
+
+
+def confusion_figure(counts: np.ndarray, rates: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
+                     title: str = "") -> Figure:
+    """Two panels, counts and row-normalised rates, with class names and values in the cells."""
+    counts, rates = np.asarray(counts), np.asarray(rates)
+    fig = new_figure(13, 5.6)
+    axes = fig.subplots(1, 2)
+    for ax, matrix, name, fmt in ((axes[0], counts, "counts", "{:,.0f}"),
+                                  (axes[1], rates, "row-normalised (recall on the diagonal)",
+                                   "{:.2f}")):
+        vmax = max(matrix.max(), 1) if matrix is counts else 1.0
+        shown = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=vmax)
+        fig.colorbar(shown, ax=ax, shrink=0.85, label="images" if matrix is counts else "fraction")
+        ticks = np.arange(len(class_names))
+        ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+        ax.set_yticks(ticks, class_names)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(name)
+        threshold = vmax / 2
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=8,
+                    color="white" if value > threshold else "black")
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -138,13 +138,11 @@ def load_run_data(options: dict, data: str | None = None, skip_bad: bool = False
                         skip_bad=skip_bad or (same_data and options.get("skip_bad", False)))
 
 
-def split_as_run(dataset: Dataset, options: dict, same_data: bool = True) -> tuple[Split, Split]:
-    """(train, validation) of a dataset as the run's options split its own data (--val-split,
-    --seed); other data is split as auto (its test split, else 25% of train)."""
+def split_as_run(dataset: Dataset, options: dict) -> tuple[Split, Split]:
+    """(train, validation) of the run's data as its options split it (--val-split, --seed)."""
     from ferkeras.data import train_val_splits
 
-    val_option = options.get("val_split", "auto") if same_data else "auto"
-    return train_val_splits(dataset, val_option, int(options.get("seed", 0)))
+    return train_val_splits(dataset, options.get("val_split", "auto"), int(options.get("seed", 0)))
 
 
 def run_splits(run_dir: str | os.PathLike) -> tuple[Split, Split]:

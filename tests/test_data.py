@@ -138,12 +138,30 @@ def test_bom_crlf_quotes_and_blank_lines_are_tolerated(tmp_path):
     assert_split(dataset.splits["test"], TEST_IMAGES, TEST_LABELS)
 
 
-def test_folder_of_class_folders_is_one_split_named_after_it(tmp_path):
+def test_folder_of_class_folders_is_one_train_split(tmp_path):
     write_folders(tmp_path / "data")
     (tmp_path / "data" / "train" / "happy").rename(tmp_path / "data" / "train" / "HAPPY")
-    dataset = load_dataset(tmp_path / "data" / "Train".lower())
+    faces = (tmp_path / "data" / "train").rename(tmp_path / "my_faces")  # any name: still train
+    dataset = load_dataset(faces)
     assert list(dataset.splits) == ["train"]
     assert_split(dataset.splits["train"], TRAIN_IMAGES, TRAIN_LABELS)
+    paths, labels = data.split_files(faces)  # the files in the loader's order
+    np.testing.assert_array_equal(labels, TRAIN_LABELS)
+    np.testing.assert_array_equal(data._decode_images([str(p) for p in paths]), TRAIN_IMAGES)
+
+
+def test_cache_of_a_folder_under_its_old_split_name_is_rebuilt(tmp_path, monkeypatch):
+    faces = (write_folders(tmp_path / "data") / "train").rename(tmp_path / "my_faces")
+    stamp: list = []
+    data._list_split(faces, faces, stamp)
+    # what an earlier version cached: the one split named after the folder
+    data._write_cache(data._cache_file(faces.resolve(), stamp), "folders",
+                      {"my_faces": Split(TRAIN_IMAGES, TRAIN_LABELS)})
+    dataset = load_dataset(faces)
+    assert list(dataset.splits) == ["train"]
+    assert_split(dataset.splits["train"], TRAIN_IMAGES, TRAIN_LABELS)
+    monkeypatch.setattr(data, "_decode_image", refuse)
+    assert list(load_dataset(faces).splits) == ["train"]  # the rebuilt cache serves the next load
 
 
 def test_images_of_any_mode_and_size_become_48x48_gray(tmp_path):
@@ -156,7 +174,7 @@ def test_images_of_any_mode_and_size_become_48x48_gray(tmp_path):
     Image.fromarray(np.full((64, 64), 77, np.uint8)).save(folder / "d_64x64.png")
     Image.fromarray(np.full((48, 48), 90, np.uint8)).convert("P").save(folder / "e_palette.png")
     Image.fromarray(np.full((200, 150, 3), 120, np.uint8)).save(folder / "f_big.jpg", quality=95)
-    images = load_dataset(tmp_path / "faces").splits["faces"].images
+    images = load_dataset(tmp_path / "faces").splits["train"].images
     assert images.shape == (6, 48, 48) and images.dtype == np.uint8
     expected_rgb = round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)
     assert abs(int(images[0].mean()) - expected_rgb) <= 1
@@ -506,3 +524,27 @@ def test_real_fer2013_folders(monkeypatch):
     assert train.class_counts() == [3995, 436, 4097, 7215, 4830, 3171, 4965]
     assert test.class_counts() == [467, 56, 496, 895, 653, 415, 607]
     assert train_val_splits(dataset)[1] is test
+
+
+def real_class_folders(fer2013: Path, folder: Path, per_class: int) -> Path:
+    """folder/<class>/*.jpg: the first per_class FER2013 training faces of each class, as a user's
+    own photos sorted into class folders would be."""
+    for name in CLASS_NAMES:
+        (folder / name).mkdir(parents=True)
+        for path in sorted((fer2013 / "train" / name).glob("*.jpg"))[:per_class]:
+            (folder / name / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+def test_a_folder_of_real_class_folders_is_a_labeled_train_split(fer2013_dir, tmp_path):
+    faces = real_class_folders(fer2013_dir, tmp_path / "my_faces", per_class=8)
+    dataset = load_dataset(faces)
+    assert dataset.format == "folders" and list(dataset.splits) == ["train"]
+    assert dataset.splits["train"].class_counts() == [8] * 7
+    paths, labels = data.split_files(faces)
+    assert [p.parent.name for p in paths] == [CLASS_NAMES[i] for i in labels]
+    np.testing.assert_array_equal(labels, dataset.splits["train"].labels)
+    np.testing.assert_array_equal(data._decode_images([str(p) for p in paths]),
+                                  dataset.splits["train"].images)
+    train, val = train_val_splits(dataset)  # as `ferkeras train --data my_faces/` splits it
+    assert train.class_counts() == [6] * 7 and val.class_counts() == [2] * 7

@@ -12,7 +12,9 @@ it sits above evaluate): what the `ferkeras viz` commands and the report call. N
 is imported until a method runs.
 """
 
-from ferkeras.viz.figures import confusion_figure, history_figure, save_figure
+from ferkeras.evaluate import confusion_figure
+from ferkeras.plotting import save_figure
+from ferkeras.viz.figures import history_figure
 from ferkeras.viz.filters import (
     ALL_FILTERS,
     DEFAULT_TOP_K,

@@ -1,5 +1,5 @@
-"""Figures drawn without pyplot (no global backend, no display needed), saved whole or not at
-all; the training-history and confusion-matrix figures.
+"""The pieces of the explanation figures (a heat map over a face, a gray face) and the
+training-history figure; figures are made and saved by ferkeras.plotting.
 
 Each figure is built from arrays that a separate function computed (tests check the numbers);
 saliency and filter figures sit beside their methods (saliency.py, filters.py).
@@ -7,40 +7,19 @@ saliency and filter figures sit beside their methods (saliency.py, filters.py).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ferkeras.errors import FerkerasError
-from ferkeras.fileio import atomic_path
-from ferkeras.spec import CLASS_NAMES
+from ferkeras.plotting import new_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.image import AxesImage
 
-FIGURE_DPI = 120
 MAP_CMAP = "inferno"  # saliency / activation maps: perceptually uniform, readable in gray print
-
-
-def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Save a figure as PNG through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
-    return path
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A pyplot-free figure (no global state, works without a display)."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
 
 
 def overlay(ax: Axes, image: np.ndarray, heat: np.ndarray, vmax: float = 1.0) -> AxesImage:
@@ -84,35 +63,6 @@ def history_figure(history: list[dict], title: str = "") -> Figure:
         ax.legend(fontsize=8)
     axes[0].set_title("Loss")
     axes[1].set_title("Accuracy")
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-# ---------------------------------------------------------------------------- confusion matrix
-
-def confusion_figure(counts: np.ndarray, rates: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
-                     title: str = "") -> Figure:
-    """Two panels, counts and row-normalised rates, with class names and values in the cells."""
-    counts, rates = np.asarray(counts), np.asarray(rates)
-    fig = new_figure(13, 5.6)
-    axes = fig.subplots(1, 2)
-    for ax, matrix, name, fmt in ((axes[0], counts, "counts", "{:,.0f}"),
-                                  (axes[1], rates, "row-normalised (recall on the diagonal)",
-                                   "{:.2f}")):
-        vmax = max(matrix.max(), 1) if matrix is counts else 1.0
-        shown = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=vmax)
-        fig.colorbar(shown, ax=ax, shrink=0.85, label="images" if matrix is counts else "fraction")
-        ticks = np.arange(len(class_names))
-        ax.set_xticks(ticks, class_names, rotation=45, ha="right")
-        ax.set_yticks(ticks, class_names)
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-        ax.set_title(name)
-        threshold = vmax / 2
-        for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=8,
-                    color="white" if value > threshold else "black")
     if title:
         fig.suptitle(title)
     return fig

@@ -12,8 +12,9 @@ import numpy as np
 
 from ferkeras.data import EVAL_BATCH_SIZE, as_batch
 from ferkeras.errors import FerkerasError
+from ferkeras.plotting import new_figure
 from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
-from ferkeras.viz.figures import new_figure, overlay
+from ferkeras.viz.figures import overlay
 
 if TYPE_CHECKING:
     import keras

@@ -14,8 +14,9 @@ import numpy as np
 
 from ferkeras.data import as_batch
 from ferkeras.errors import FerkerasError
+from ferkeras.plotting import new_figure
 from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
-from ferkeras.viz.figures import MAP_CMAP, new_figure, overlay, show_gray
+from ferkeras.viz.figures import MAP_CMAP, overlay, show_gray
 from ferkeras.viz.filters import conv_layers, functional, response_layer
 
 if TYPE_CHECKING:

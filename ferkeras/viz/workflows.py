@@ -16,9 +16,10 @@ import numpy as np
 from ferkeras.config import RUNS_DIR, did_you_mean
 from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import RUN_VALIDATION, Source, load_source, predict
+from ferkeras.plotting import save_figure
 from ferkeras.runs import SHIPPED, find_model, find_run, is_shipped, read_history, run_of_model
 from ferkeras.spec import CLASS_NAMES
-from ferkeras.viz.figures import history_figure, save_figure
+from ferkeras.viz.figures import history_figure
 from ferkeras.viz.filters import (
     DEFAULT_TOP_K,
     ActivationMaximizationSettings,
