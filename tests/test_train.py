@@ -1,17 +1,16 @@
 """Training: the tf.data pipeline, the callbacks, and `ferkeras train` end to end."""
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import run_main
+from test_data import real_class_folders
 
 from ferkeras.data import Split
 from ferkeras.runs import read_history
@@ -113,29 +112,38 @@ def test_history_keeps_every_epoch_once_after_a_rerun(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A short real training run through the CLI on synthetic data."""
+def default_run(tmp_path_factory):
+    """The newcomer's first command, `ferkeras train` with no flags (the built-in synthetic faces,
+    their default epochs), run as a user runs it: (its run folder, the finished process)."""
     cwd = tmp_path_factory.mktemp("cli")
-    result = run_cli("train", "--data", "synthetic:1500", "--epochs", "2", "--name", "e2e",
-                     cwd=cwd)
+    result = run_cli("train", cwd=cwd, timeout=900)
     assert result.returncode == 0, result.stderr
-    return cwd / "runs" / "e2e", result
+    return cwd / "runs" / "train", result
 
 
-def test_train_cli_writes_the_run_folder(finished_run):
-    run, result = finished_run
+def test_default_run_learns_the_synthetic_faces(default_run):
+    run, result = default_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_val_accuracy"] >= 0.90, result.stdout
+
+
+def test_train_cli_writes_the_run_folder(default_run):
+    from ferkeras.config import DEFAULT_EPOCHS_SYNTHETIC as EPOCHS
+
+    run, result = default_run
     lines = result.stdout.splitlines()
     assert "synthetic" in lines[0] and "--data" in lines[0]
     epoch_lines = [line for line in lines if line.startswith("[")]
-    assert len(epoch_lines) == 2 and all(EPOCH_LINE.match(x) for x in epoch_lines), lines
+    assert len(epoch_lines) == EPOCHS and all(EPOCH_LINE.match(x) for x in epoch_lines), lines
     assert "Traceback" not in result.stderr
     config = json.loads((run / "config.json").read_text())
-    assert config["options"]["epochs"] == 2 and config["options"]["seed"] == 0
-    assert config["data"]["format"] == "synthetic" and config["train_images"] == 1500
+    assert config["options"]["epochs"] is None and config["epochs"] == EPOCHS  # given, and resolved
+    assert config["options"]["seed"] == 0
+    assert config["data"]["format"] == "synthetic" and config["train_images"] == 8000
     assert {"tensorflow", "keras", "numpy"} <= set(config["versions"])
     history = read_history(run)
-    assert [r["epoch"] for r in history] == [1, 2]
-    assert len((run / "history.csv").read_text().splitlines()) == 3
+    assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))
+    assert len((run / "history.csv").read_text().splitlines()) == EPOCHS + 1
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["best_val_accuracy"] == pytest.approx(
@@ -144,58 +152,66 @@ def test_train_cli_writes_the_run_folder(finished_run):
     assert not (run / "backup").exists()
 
 
-def test_resume_refuses_a_finished_run_and_config_changes(finished_run):
-    run, _ = finished_run
-    cwd = run.parent.parent
-    result = run_cli("train", "--resume", "e2e", cwd=cwd)
-    assert result.returncode == 2 and "already finished 2/2" in result.stderr
-    result = run_cli("train", "--resume", "e2e", "--lr", "0.1", cwd=cwd)
-    assert result.returncode == 2 and "--lr" in result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    result = run_cli("train", "--resume", "nope", cwd=cwd)
-    assert result.returncode == 2 and "run 'nope' not found" in result.stderr
+def test_resume_refuses_a_finished_run_and_config_changes(default_run, monkeypatch, capsys):
+    from ferkeras.config import DEFAULT_EPOCHS_SYNTHETIC as EPOCHS
+
+    run, _ = default_run
+    monkeypatch.chdir(run.parent.parent)
+    code, _, err = run_main(["train", "--resume", "train"], monkeypatch, capsys)
+    assert code == 2 and f"already finished {EPOCHS}/{EPOCHS}" in err
+    code, _, err = run_main(["train", "--resume", "train", "--lr", "0.1"], monkeypatch, capsys)
+    assert code == 2 and "--lr" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_main(["train", "--resume", "nope"], monkeypatch, capsys)
+    assert code == 2 and "run 'nope' not found" in err
 
 
-def test_summary_prints_the_reference_parameter_count(finished_run):
-    run, _ = finished_run
+def test_summary_prints_the_reference_parameter_count(default_run, monkeypatch, capsys):
+    run, _ = default_run
+    monkeypatch.chdir(run.parent.parent)
     for args in ([], [str(run / "model.keras")]):
-        result = run_cli("summary", *args, cwd=run.parent.parent)
-        assert result.returncode == 0, result.stderr
-        assert "322,039 parameters, 528 of them non-trainable" in result.stdout
-        assert "conv4" in result.stdout and "(None, 3, 3, 96)" in result.stdout
+        code, out, err = run_main(["summary", *args], monkeypatch, capsys)
+        assert code in (0, None), err
+        assert "322,039 parameters, 528 of them non-trainable" in out
+        assert "conv4" in out and "(None, 3, 3, 96)" in out
 
 
-def test_killed_run_resumes_where_it_stopped(tmp_path):
-    args = ["train", "--data", "synthetic:1000", "--epochs", "4", "--name", "k", "--augment", "none"]
-    proc = subprocess.Popen([*FERKERAS, *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+# The child kills itself with SIGKILL, as a power cut would, in the middle of epoch 3 (after its
+# second batch): where it dies is fixed, not a race between a poll and the run's speed.
+KILLED_IN_EPOCH_3 = """
+import os, signal
+from ferkeras.train import EpochLog
+begin = EpochLog.on_epoch_begin
+def kill_in_epoch_3(self, epoch, logs=None):
+    begin(self, epoch, logs)
+    self.killing = epoch == 2
+def on_train_batch_end(self, batch, logs=None):
+    if getattr(self, "killing", False) and batch == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+EpochLog.on_epoch_begin, EpochLog.on_train_batch_end = kill_in_epoch_3, on_train_batch_end
+from ferkeras.cli.main import main
+main()
+"""
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    args = ["train", "--data", "synthetic:500", "--epochs", "4", "--name", "k", "--augment", "none"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_EPOCH_3, *args], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run = tmp_path / "runs" / "k"
-    deadline = time.time() + 300
-    while not read_history(run) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = len(read_history(run))
-    assert 1 <= done < 4, "the run should be killed in the middle"
+    assert [r["epoch"] for r in read_history(run)] == [1, 2] and (run / "backup").is_dir()
     best_before = max(r["val_accuracy"] for r in read_history(run))
 
-    result = run_cli("train", "--resume", "k", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    epochs = [int(m.group(1)) for m in map(EPOCH_LINE.match, result.stdout.splitlines()) if m]
-    # It restarts at the epoch after the last backup (the killed epoch may be re-run once).
-    assert epochs[-1] == 4 and epochs[0] <= done + 1 and epochs == list(range(epochs[0], 5))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(["train", "--resume", "k"], monkeypatch, capsys)
+    assert code in (0, None), err
+    epochs = [int(m.group(1)) for m in map(EPOCH_LINE.match, out.splitlines()) if m]
+    assert epochs == [3, 4]  # it restarts at the epoch after the last backup
     history = read_history(run)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["best_val_accuracy"] >= best_before - 1e-6
-
-
-def test_default_run_learns_the_synthetic_faces(tmp_path):
-    # The newcomer's first command: no flags, built-in data, >= 0.90 validation accuracy.
-    result = run_cli("train", cwd=tmp_path, timeout=900)
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((Path(tmp_path) / "runs" / "train" / "metrics.json").read_text())
-    assert metrics["best_val_accuracy"] >= 0.90, result.stdout
 
 
 def test_a_backup_killed_mid_save_leaves_the_previous_one_whole(tmp_path, monkeypatch):
@@ -376,21 +392,6 @@ def test_soft_targets_from_a_npy_file_are_checked_against_the_data(tmp_path):
         distillation_targets(TrainConfig(teacher=str(tmp_path / "junk.npy")), split)
 
 
-def test_train_large_records_its_architecture(tmp_path):
-    from ferkeras.config import TrainConfig
-    from ferkeras.model import load_model
-    from ferkeras.train import train
-
-    run = train(TrainConfig(data="synthetic:300", epochs=1, arch="large", augment="none",
-                            runs_dir=str(tmp_path), name="large"), echo=lambda _: None)
-    options = json.loads((run / "config.json").read_text())["options"]
-    # --resume and evaluate rebuild from config.json: large stays large, and older runs,
-    # whose config.json has no arch, are the reference model
-    assert options["arch"] == "large" and TrainConfig.from_dict(options).arch == "large"
-    assert TrainConfig.from_dict({k: v for k, v in options.items() if k != "arch"}).arch == "reference"
-    assert load_model(run / "model.keras").name == "ferkeras_large"
-
-
 def test_init_starts_from_a_trained_models_weights(trained_synthetic_run, tmp_path):
     from ferkeras.config import TrainConfig
     from ferkeras.model import build_model, load_model
@@ -420,10 +421,43 @@ def test_a_bad_init_is_one_line_and_leaves_no_run_folder(trained_synthetic_run, 
         assert not runs.exists() or list(runs.iterdir()) == []
 
 
+def test_fine_tune_on_a_folder_of_class_folders_then_evaluate_it(fer2013_dir, tmp_path, monkeypatch,
+                                                                  capsys):
+    """The README's `ferkeras train --data my_faces/ --init shipped --lr 1e-4`, on 20 real faces
+    per class: it trains on 3/4 and validates on the rest; evaluate finds that quarter again from
+    the same folder (spelled with its slash), and takes all of it for another model."""
+    from ferkeras.evaluate import load_source
+
+    monkeypatch.setenv("FERKERAS_CACHE_DIR", str(tmp_path / "cache"))
+    faces = real_class_folders(fer2013_dir, tmp_path / "my_faces", per_class=20)
+    runs = tmp_path / "runs"
+    code, out, err = run_main(["train", "--data", str(faces), "--init", "shipped", "--lr", "1e-4",
+                               "--epochs", "1", "--runs-dir", str(runs), "--name", "mine"],
+                              monkeypatch, capsys)
+    assert code == 0, err
+    run = runs / "mine"
+    config = json.loads((run / "config.json").read_text())
+    assert config["options"]["data"] == str(faces) and config["options"]["init"] == "shipped"
+    assert config["data"]["source"] == str(faces.resolve()) and config["data"]["format"] == "folders"
+    assert config["data"]["splits"] == {"train": {"images": 140, "class_counts": [20] * 7}}
+    assert (config["train_images"], config["val_images"]) == (105, 35)
+    assert (run / "model.keras").is_file()
+
+    accuracy = re.compile(r"^Accuracy [01]\.\d{4} on (\d+) images \(macro F1 [01]\.\d{4}\)\.$", re.M)
+    code, out, err = run_main(["evaluate", str(run), "--data", f"{faces}/"], monkeypatch, capsys)
+    assert code == 0, err
+    assert accuracy.search(out).group(1) == "35"  # the run's own validation faces, not its training ones
+    assert (run / "viz" / "metrics_val.json").is_file()
+    assert len(load_source("shipped", data=f"{faces}/").split) == 140  # another model: every face
+
+
 def test_every_command_takes_the_large_architecture(tmp_path, monkeypatch, capsys):
     """train --arch large, then summary, evaluate, viz, export (float32, int8), predict, report
-    and distillation from it, each on its run: one epoch on 600 synthetic faces."""
+    and distillation from it, each on its run: one epoch on 300 synthetic faces."""
     import matplotlib.cbook
+
+    from ferkeras.config import TrainConfig
+    from ferkeras.model import load_model
 
     runs, out = tmp_path / "runs", tmp_path / "exp"
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
@@ -433,10 +467,15 @@ def test_every_command_takes_the_large_architecture(tmp_path, monkeypatch, capsy
         assert code in (0, None), (args, stderr)
         return stdout
 
-    ok("train", "--arch", "large", "--data", "synthetic:600", "--epochs", "1", "--name", "big",
+    ok("train", "--arch", "large", "--data", "synthetic:300", "--epochs", "1", "--name", "big",
        "--runs-dir", runs)
     run = runs / "big"
-    assert json.loads((run / "config.json").read_text())["options"]["arch"] == "large"
+    options = json.loads((run / "config.json").read_text())["options"]
+    # --resume and evaluate rebuild from config.json: large stays large, and older runs,
+    # whose config.json has no arch, are the reference model
+    assert options["arch"] == "large" and TrainConfig.from_dict(options).arch == "large"
+    assert TrainConfig.from_dict({k: v for k, v in options.items() if k != "arch"}).arch == "reference"
+    assert load_model(run / "model.keras").name == "ferkeras_large"
     assert "2,622,503 parameters" in ok("summary", "big", "--runs-dir", runs)
     ok("evaluate", "big", "--runs-dir", runs)
     assert (run / "viz" / "confusion_matrix_val.png").is_file()
@@ -449,7 +488,7 @@ def test_every_command_takes_the_large_architecture(tmp_path, monkeypatch, capsy
     assert len(image["faces"]) == 1
     ok("report", "big", "--runs-dir", runs, "--filters", "0-3", "--steps", "4", "--format", "md")
     assert "conv4_2" in (run / "report.md").read_text()  # the large net's last conv layer
-    ok("train", "--data", "synthetic:600", "--epochs", "1", "--teacher", "big", "--name", "student",
+    ok("train", "--data", "synthetic:300", "--epochs", "1", "--teacher", "big", "--name", "student",
        "--runs-dir", runs)
     assert json.loads((runs / "student" / "config.json").read_text())["options"]["teacher"] == "big"
 
@@ -471,7 +510,9 @@ def test_mixed_bfloat16_trains_and_saves_a_float32_model(tmp_path):
 
     run = train(TrainConfig(data="synthetic:2000", epochs=3, augment="none", precision="mixed_bfloat16",
                             runs_dir=str(tmp_path), name="bf16"), echo=lambda line: None)
-    assert read_history(run)[-1]["val_accuracy"] > 0.5  # it learns (chance is 1/7)
+    # It learns: 0.57-0.70 over seeds 0-2 on an AVX-512 BF16 CPU, where chance is 1/7 (0.14,
+    # give or take 0.016 on these 500 faces); 0.3 leaves room for another CPU's bfloat16.
+    assert read_history(run)[-1]["val_accuracy"] > 0.3
     for name in ("model.keras", "last.keras"):
         saved = load_model(run / name)
         assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}, name
