@@ -278,7 +278,7 @@ def gradcheck(trials: int, seed: int) -> None:
 @click.option("--quantize", multiple=True, metavar="none|float16|dynamic|int8|int16x8",
               help="TFLite variants, repeated or comma-separated (implies --tflite)")
 @click.option("--out", type=click.Path(file_okay=False), help="export folder",
-              show_default="exported/ in the run's folder")
+              show_default="exported/ in the run's folder, or NAME_exported/ beside a .keras file")
 @click.option("--force", is_flag=True, help="export into the folder of the models installed with "
               "ferkeras (ferkeras.exported: the repo's exported/), replacing them")
 @click.option("--no-verify", is_flag=True, help="export even if parity with the Keras model misses "

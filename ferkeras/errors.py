@@ -23,12 +23,14 @@ def first_line(error: BaseException) -> str:
 
 # The C++ log lines that quiet_stderr drops; any other line written to fd 2 meanwhile (another
 # thread's, a Python warning) is passed on when the last block ends.
+# Errors (E, F) are never dropped, except CUDA's probing on a machine without a GPU.
 CHATTER = re.compile(rb"""
-    [IWEF]\d{4}\ \d\d:\d\d:\d+\.\d+\ +\d+\ \S+:\d+\]              # absl: I0000 00:00:1796.5 7468 port.cc:153]
-  | \d{4}-\d\d-\d\d\ \d\d:\d\d:\d\d\.\d+:\ [IWEF]\ \S+:\d+\]      # TensorFlow's own, before absl
+    [IW]\d{4}\ \d\d:\d\d:\d+\.\d+\ +\d+\ \S+:\d+\]                # absl: I0000 00:00:1796.5 7468 port.cc:153]
+  | E\d{4}\ \d\d:\d\d:\d+\.\d+\ +\d+\ cuda_\w+\.cc:\d+\]             # absl: E0000 ... cuda_platform.cc:52]
+  | \d{4}-\d\d-\d\d\ \d\d:\d\d:\d\d\.\d+:\ [IW]\ \S+:\d+\]        # TensorFlow's own, before absl
   | WARNING:\ All\ log\ messages\ before\ absl::InitializeLog\(\)  # absl, before its first line
   | To\ enable\ the\ following\ instructions:                     # the CPU-feature line's second line
-  | INFO:\                                                        # LiteRT: "Created ... XNNPACK delegate"
+  | INFO:\ Created\ TensorFlow\ Lite\ XNNPACK\ delegate\ for\ CPU\.  # LiteRT, once per process
   | fully_quantize:\                                              # the TFLite converter's quantiser
 """, re.VERBOSE)
 
@@ -40,7 +42,7 @@ class _Redirect:
     overlapping blocks can never leave fd 2 on a temporary file (swapping it per block did).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.depth = 0
         self.saved = -1  # a duplicate of fd 2 as it was: the real stderr
@@ -69,11 +71,15 @@ class _Redirect:
             self.depth -= 1
             if self.depth:
                 return
-            rest = b"".join(self._read(a, b) for a, b in self._unshown(0, end))
+            # fd 2 back first, whatever happens while the rest is read and passed on
             os.dup2(self.saved, 2)
             os.close(self.saved)
-            self.file.close()
+            file, unshown = self.file, self._unshown(0, end)
             self.saved, self.file, self.shown = -1, None, []
+            try:
+                rest = b"".join(os.pread(file.fileno(), b - a, a) for a, b in unshown)
+            finally:
+                file.close()
             self._write(b"".join(line for line in rest.splitlines(keepends=True)
                                  if not CHATTER.match(line)))
 

@@ -92,7 +92,7 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
         # beside a bare model file; the shipped one sits inside the installed package: here instead
         out_dir = (Path(f"{SHIPPED}_viz") if is_shipped(model_path)
                    else model_path.parent / f"{model_path.stem}_viz")
-    same_data = data is None or data == options.get("data") or _names_source(data, run_source)
+    same_data = data is None or _is_run_data(data, options.get("data"), run_source)
     if run_dir is not None and not same_data:
         # Results on other data go to a folder of their own, never over the run's own ones.
         out_dir = run_dir / "viz" / (Path(str(data)).name.replace(":", "_") or "data")
@@ -108,7 +108,8 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
             problem = "no" if chosen is None else "an unlabeled"
             raise FerkerasError(f"--split {split_name}: {dataset.source} has {problem} split "
                                 f"{split_name!r} (labelled splits: {', '.join(labelled) or 'none'}; "
-                                f"or {RUN_VALIDATION} for the run's validation data)")
+                                f"or {RUN_VALIDATION} for the run's validation data; a folder of "
+                                "class folders is one split, train)")
     return Source(model_path, run_dir, chosen, split_name, dataset.source, out_dir,
                   dataset.skip_report())
 
@@ -128,11 +129,13 @@ def other_data_split(dataset: Dataset, seed: int = 0) -> Split:
     return train_val_splits(dataset, "auto", seed)[1]
 
 
-def _names_source(data: str, source: str | None) -> bool:
-    """Whether a --data path is the loaded source (a resolved path), spelled another way."""
-    if source is None or str(data).split(":")[0] == "synthetic":
-        return False
-    return str(Path(data).expanduser().resolve()) == source
+def _is_run_data(data: str, run_data: str | None, run_source: str | None) -> bool:
+    """Whether --data names the data a run trained on: the same resolved path however it is
+    spelled (a relative path given from another folder is another folder), else the same text
+    (a synthetic spec, or a run whose config.json predates the resolved source)."""
+    if run_source is None or str(data).split(":")[0] == "synthetic":
+        return data == run_data
+    return str(Path(data).expanduser().resolve()) == run_source
 
 
 # ---------------------------------------------------------------------------- predictions

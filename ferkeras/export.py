@@ -1,6 +1,6 @@
 """Export: a run's best model -> SavedModel -> TFLite (float32, float16, dynamic-range, int8), verified.
 
-The export folder (by default exported/ beside the model: runs/NAME/exported/) gets model.keras,
+The export folder (by default the run's exported/: runs/NAME/exported/) gets model.keras,
 saved_model/, model_<format>.tflite and metadata.json (ferkeras/exportmeta.py). The folder of the
 models installed with ferkeras (ferkeras.exported: the repo's exported/) takes an export only
 with force, since an export replaces what is there. Each TFLite model is converted from the
@@ -33,12 +33,12 @@ from ferkeras.exportmeta import METADATA, carry_accuracy, export_metadata, file_
 from ferkeras.fileio import read_json, write_json_atomic
 from ferkeras.model import load_model, uncompiled_copy
 from ferkeras.runners import KerasRunner, SavedModelRunner, TFLiteRunner
-from ferkeras.runs import find_model, read_run_config, run_of_model, run_splits, shipped_dir
+from ferkeras.runs import find_model, is_shipped, read_run_config, run_of_model, run_splits, shipped_dir
 
 # TFLite's guide asks for "a few hundred" calibration images; 300 and 1,000 gave the same
 # agreement on FER2013 (and 1,000 took twice as long to convert).
 REPRESENTATIVE_IMAGES = 300
-DEFAULT_OUT = "exported"  # the folder beside the model (runs/NAME/exported) when no out is given
+DEFAULT_OUT = "exported"  # in the run (runs/NAME/exported) when no out is given (default_out)
 
 Echo = Callable[[str], None]
 
@@ -257,23 +257,33 @@ def check_out(out: str | os.PathLike, force: bool = False) -> None:
                             "choose another --out")
 
 
+def default_out(model_path: Path, run_dir: Path | None) -> Path:
+    """Where an export goes without --out: the run's exported/, else <stem>_exported/ beside the file."""
+    if run_dir is not None:
+        return run_dir / DEFAULT_OUT
+    if is_shipped(model_path):  # beside it is the installed package itself
+        raise FerkerasError(f"{model_path} is a model shipped with ferkeras; name an --out folder "
+                            "for its export")
+    return model_path.parent / f"{model_path.stem}_{DEFAULT_OUT}"
+
+
 def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
            tflite: bool = False, quantize: Iterable[str] | None = None, verify: bool = True,
            runs_dir: str | os.PathLike = RUNS_DIR, echo: Echo = print,
            saved_model: bool = True, force: bool = False) -> ExportResult:
     """Export a run's best model (or a .keras file) as .keras, SavedModel and TFLite, checking parity.
 
-    out defaults to exported/ beside the model (runs/NAME/exported); the shipped models' folder
-    is refused unless force (check_out). Parity is measured whenever the model's run says what
-    its validation images are; verify decides whether a miss keeps the export out (True) or is
-    only recorded (False). saved_model=False leaves the SavedModel out of `out` (it is still
-    made: TFLite converts it).
+    out defaults to the run's exported/ (runs/NAME/exported), or <stem>_exported/ beside a model
+    outside any run (default_out); the shipped models' folder is refused unless force
+    (check_out). Parity is measured whenever the model's run says what its validation images
+    are; verify decides whether a miss keeps the export out (True) or is only recorded (False).
+    saved_model=False leaves the SavedModel out of `out` (it is still made: TFLite converts it).
     """
     formats = select_formats(tflite, quantize)
     model_path = find_model(run, runs_dir)
-    out = Path(out) if out is not None else model_path.parent / DEFAULT_OUT
-    check_out(out, force)  # before anything is loaded, made or moved
     run_dir = run_of_model(model_path)
+    out = Path(out) if out is not None else default_out(model_path, run_dir)
+    check_out(out, force)  # before anything is loaded, made or moved
     needs_data = verify or any(f.calibrated for f in formats)
     measure = run_dir is not None
     if needs_data and run_dir is None:

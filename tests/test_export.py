@@ -261,13 +261,12 @@ def test_export_needs_a_run_for_int8_and_parity(trained_synthetic_run, tmp_path)
     assert (tmp_path / "out" / "model_float32.tflite").is_file() and result.passed
 
 
-def test_interrupted_export_leaves_previous_artifacts_whole(trained_synthetic_run, tmp_path,
-                                                             monkeypatch):
+def test_interrupted_export_leaves_previous_artifacts_whole(trained_synthetic_run, exported_synthetic_run,
+                                                             tmp_path, monkeypatch):
     out = tmp_path / "exported"
-    export(trained_synthetic_run, out, quantize=["none", "dynamic"], verify=False,
-           echo=lambda line: None)
+    shutil.copytree(exported_synthetic_run, out)  # an earlier export, with int8 among its files
     before = snapshot(out)
-    assert "model_dynamic.tflite" in before
+    assert "model_int8.tflite" in before
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # as Ctrl-C halfway through the conversions
@@ -301,7 +300,7 @@ def test_failed_parity_exits_1_and_keeps_the_previous_export(exported_synthetic_
                                                               trained_synthetic_run, tmp_path,
                                                               monkeypatch):
     out = tmp_path / "exported"
-    export(trained_synthetic_run, out, quantize=["none"], verify=False, echo=lambda line: None)
+    shutil.copytree(exported_synthetic_run, out)  # an earlier export
     before = snapshot(out)
     impossible = dataclasses.replace(FORMATS["float32"], min_agreement=1.01)
     monkeypatch.setitem(exporting.FORMATS, "float32", impossible)
@@ -408,10 +407,18 @@ def test_plain_export_goes_to_the_runs_own_folder(trained_synthetic_run, package
     assert stdout.splitlines()[-1] == \
         f"Use it: ferkeras predict photo.jpg --model {Path('runs/copy/exported/model_float32.tflite')}"
     assert not (tmp_path / "exported").exists()
-    # A model outside any run exports beside itself: for the shipped model, into its package.
+    # A model outside any run exports into <stem>_exported/ beside it; a shipped model, whose
+    # folder is the installed package, only where --out says.
+    loose = tmp_path / "mine.keras"
+    shutil.copy(run / "model.keras", loose)
+    code, _, err = run_main(["export", str(loose), "--quantize", "none", "--no-verify"], monkeypatch, capsys)
+    assert code == 0, err
+    assert (tmp_path / "mine_exported" / "model_float32.tflite").is_file()
+    monkeypatch.setattr(exporting, "is_shipped", lambda path: Path(path).parent == package)
     code, _, err = run_main(["export", str(package / "model.keras"), "--quantize", "none",
                              "--no-verify"], monkeypatch, capsys)
-    assert code == 2 and "pass --force" in err and not (package / "exported").exists()
+    assert code == 2 and "name an --out folder" in err and err.count("\n") == 1
+    assert not (package / "exported").exists() and not (package / "model_exported").exists()
 
 
 ACCURACY = {"data": "synthetic", "split": "test", "images": 750, "command": "python bench/accuracy.py",

@@ -6,10 +6,12 @@ figure is built by a separate function from those arrays and saved by save_figur
 touches a global backend. Saliency, Grad-CAM++, Score-CAM and activation maximization are
 tf-keras-vis'; the model takes raw 0-255 gray pixels, so gradients are with respect to those.
 
-figures: drawing and saving, history and confusion figures; saliency: saliency maps;
-filters: activation maximization and top-activating images; workflows (imported on its own,
-it sits above evaluate): what the `ferkeras viz` commands and the report call. No TensorFlow
-is imported until a method runs.
+figures: heat maps over faces, gray faces, the history figure (figures are made and saved by
+ferkeras.plotting; the confusion-matrix figure is evaluate's); saliency: saliency maps;
+filters: activation maximization and top-activating images; workflows (imported on its own):
+what the `ferkeras viz` commands and the report call. The package sits above the stages
+(train, evaluate, export), as the README's layout tree shows. No TensorFlow is imported until
+a method runs.
 """
 
 from ferkeras.evaluate import confusion_figure
