@@ -32,7 +32,7 @@ PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies
 TEACHINGS = ("precomputed", "consistent")  # train.distillation_targets, train.consistent_teacher
 
 # Epochs when --epochs is not given: the reference's 30 on real data; the synthetic faces are
-# learnt sooner: 2 epochs reach 0.940-0.945 validation accuracy over seeds 0-2 (3 reached
+# learnt sooner: 2 epochs reach 0.938-0.945 validation accuracy over seeds 0-2 (3 reached
 # 0.954-0.962, 4 0.962-0.974, 8 0.976-0.981 in four times the time), so the newcomer's first
 # run trains for about 20 s on 2 cores.
 DEFAULT_EPOCHS_REAL = 30

@@ -1,11 +1,12 @@
 """Shared fixtures: the real FER2013 beside the repo (skipped with a reason where absent)."""
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,16 @@ def require_fer2013(folder: Path = FER2013_DIR) -> Path:
 def fer2013_dir() -> Path:
     """The shared FER2013 folders; CI always has them, a user's machine usually not."""
     return require_fer2013()
+def real_class_folders(fer2013: Path, folder: Path, per_class: int) -> Path:
+    """folder/<class>/*.jpg: the first per_class FER2013 training faces of each class, as a user's
+    own photos sorted into class folders would be."""
+    from ferkeras.spec import CLASS_NAMES
+
+    for name in CLASS_NAMES:
+        (folder / name).mkdir(parents=True)
+        for path in sorted((fer2013 / "train" / name).glob("*.jpg"))[:per_class]:
+            (folder / name / path.name).write_bytes(path.read_bytes())
+    return folder
 # ---- end of the real-data block ---------------------------------------------------------------
 
 
@@ -234,3 +245,38 @@ def face_canvas(face_file: Path, size: int = 400, face: int = 192):
     return canvas
 # ---- end of real faces --------------------------------------------------------------------------
 
+
+# ---- file descriptor 2 and threads (test_reliability.py, test_serve.py) ------------------------
+@contextlib.contextmanager
+def stderr_into(path: Path) -> Iterator[Path]:
+    """File descriptor 2 pointed at a new file for the block, and put back after, whatever happened."""
+    sys.stderr.flush()
+    original = os.dup(2)
+    with open(path, "wb") as target:
+        os.dup2(target.fileno(), 2)
+    try:
+        yield path
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        os.close(original)
+
+
+def assert_stderr_still_goes_to(path: Path) -> None:
+    """fd 2 is still that file, and a line written to it now lands there."""
+    now, expected = os.fstat(2), os.stat(path)
+    assert (now.st_dev, now.st_ino) == (expected.st_dev, expected.st_ino), "fd 2 left on another file"
+    os.write(2, b"a later line\n")
+    assert path.read_bytes().endswith(b"a later line\n")
+
+
+def run_together(*targets: Callable[[], None], timeout: float = 30) -> None:
+    """Each target in a thread of its own, all started, then all joined."""
+    import threading
+
+    threads = [threading.Thread(target=target) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+# ---- end of fd 2 and threads -------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FER2013_DIR, require_fer2013
+from conftest import FER2013_DIR, real_class_folders, require_fer2013
 from PIL import Image
 
 import ferkeras
@@ -524,16 +524,6 @@ def test_real_fer2013_folders(monkeypatch):
     assert train.class_counts() == [3995, 436, 4097, 7215, 4830, 3171, 4965]
     assert test.class_counts() == [467, 56, 496, 895, 653, 415, 607]
     assert train_val_splits(dataset)[1] is test
-
-
-def real_class_folders(fer2013: Path, folder: Path, per_class: int) -> Path:
-    """folder/<class>/*.jpg: the first per_class FER2013 training faces of each class, as a user's
-    own photos sorted into class folders would be."""
-    for name in CLASS_NAMES:
-        (folder / name).mkdir(parents=True)
-        for path in sorted((fer2013 / "train" / name).glob("*.jpg"))[:per_class]:
-            (folder / name / path.name).write_bytes(path.read_bytes())
-    return folder
 
 
 def test_a_folder_of_real_class_folders_is_a_labeled_train_split(fer2013_dir, tmp_path):

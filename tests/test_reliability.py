@@ -7,14 +7,13 @@ exactly; a model file's code is never run. The SIGKILL-and-resume test, which ki
 training process, is in test_train.py.
 """
 
-import contextlib
 import errno
+import functools
 import json
 import os
 import random
 import shutil
 import signal
-import sys
 import threading
 import time
 import zipfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_main
+from conftest import REPO, assert_stderr_still_goes_to, run_main, run_together, stderr_into
 from PIL import Image
 from test_data import (
     CSV_ERRORS,
@@ -482,27 +481,6 @@ CHATTER = (b"I0000 00:00:1796397010.522280    7468 port.cc:153] oneDNN custom op
            b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
 
 
-@contextlib.contextmanager
-def stderr_into(path: Path):
-    """File descriptor 2 pointed at a new file for the block, and put back after, whatever happened."""
-    sys.stderr.flush()
-    original = os.dup(2)
-    with open(path, "wb") as target:
-        os.dup2(target.fileno(), 2)
-    try:
-        yield path
-    finally:
-        sys.stderr.flush()
-        os.dup2(original, 2)
-        os.close(original)
-
-
-def assert_stderr_still_goes_to(path: Path) -> None:
-    """fd 2 is still that file, and a line written to it now lands there."""
-    now, expected = os.fstat(2), os.stat(path)
-    assert (now.st_dev, now.st_ino) == (expected.st_dev, expected.st_ino), "fd 2 left on another file"
-    os.write(2, b"a later line\n")
-    assert path.read_bytes().endswith(b"a later line\n")
 
 
 def test_quiet_stderr_blocks_overlapping_as_in_serve_leave_fd_2_where_it_was(tmp_path):
@@ -523,11 +501,7 @@ def test_quiet_stderr_blocks_overlapping_as_in_serve_leave_fd_2_where_it_was(tmp
             os.write(2, CHATTER)
 
     with stderr_into(tmp_path / "stderr") as path:
-        threads = [threading.Thread(target=f) for f in (load_saliency_model, resize_interpreter)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        run_together(load_saliency_model, resize_interpreter)
         assert_stderr_still_goes_to(path)
     assert path.read_bytes() == b"a later line\n"  # the chatter hidden, the later line shown
 
@@ -545,11 +519,7 @@ def test_quiet_stderr_from_many_threads_at_once_leaves_fd_2_whole(tmp_path):
             time.sleep(rng.random() / 2000)
 
     with stderr_into(tmp_path / "stderr") as path:
-        threads = [threading.Thread(target=churn, args=(seed,)) for seed in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        run_together(*(functools.partial(churn, seed) for seed in range(8)), timeout=60)
         assert_stderr_still_goes_to(path)
     assert path.read_bytes() == b"a later line\n"
 

@@ -10,7 +10,7 @@ import cv2
 import matplotlib.cbook
 import numpy as np
 import pytest
-from conftest import face_canvas
+from conftest import assert_stderr_still_goes_to, face_canvas, run_together, stderr_into
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="ferkeras[serve] not installed: the server is not tested")
@@ -174,7 +174,6 @@ def test_saliency_overlay_per_face(client):
 def test_a_saliency_load_overlapping_an_interpreter_resize_leaves_stderr_working(tmp_path, monkeypatch):
     """The interleaving that lost the server's stderr: an upload loads the saliency model (outside
     the inference lock) while a live frame resizes the interpreter, and the resize ends last."""
-    from test_reliability import assert_stderr_still_goes_to, stderr_into
 
     import ferkeras.model
 
@@ -221,11 +220,7 @@ def test_a_saliency_load_overlapping_an_interpreter_resize_leaves_stderr_working
         answers["upload"] = fresh.predict(photo, saliency=True)
 
     with stderr_into(tmp_path / "stderr") as path:
-        threads = [threading.Thread(target=f) for f in (upload, live_frame)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(180)
+        run_together(upload, live_frame, timeout=180)
         assert_stderr_still_goes_to(path)
     [frame], [uploaded] = answers["frame"], answers["upload"]
     assert uploaded["label"] == frame["label"] and uploaded["saliency"].startswith("data:image/png")
