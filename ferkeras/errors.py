@@ -66,7 +66,7 @@ class _Redirect:
             _flush_python_stderr()  # this block's Python text, into the file before it is read
             end = self._end()
             if failed:
-                self._write(b"".join(self._read(a, b) for a, b in self._unshown(start, end)))
+                self._write(b"".join(_read(self.file, a, b) for a, b in self._unshown(start, end)))
                 self.shown.append((start, end))
             self.depth -= 1
             if self.depth:
@@ -77,7 +77,7 @@ class _Redirect:
             file, unshown = self.file, self._unshown(0, end)
             self.saved, self.file, self.shown = -1, None, []
             try:
-                rest = b"".join(os.pread(file.fileno(), b - a, a) for a, b in unshown)
+                rest = b"".join(_read(file, a, b) for a, b in unshown)
             finally:
                 file.close()
             self._write(b"".join(line for line in rest.splitlines(keepends=True)
@@ -85,9 +85,6 @@ class _Redirect:
 
     def _end(self) -> int:
         return os.fstat(self.file.fileno()).st_size
-
-    def _read(self, start: int, end: int) -> bytes:
-        return os.pread(self.file.fileno(), end - start, start)  # leaves fd 2's offset alone
 
     def _unshown(self, start: int, end: int) -> list[tuple[int, int]]:
         """The parts of [start, end) that no failed block has shown yet."""
@@ -105,6 +102,11 @@ class _Redirect:
         with contextlib.suppress(OSError):  # a closed stderr: nowhere left to show it
             while data:
                 data = data[os.write(fd, data):]
+
+
+def _read(file, start: int, end: int) -> bytes:
+    """Bytes [start, end) of the capture file, leaving its offset (fd 2's, while redirected) alone."""
+    return os.pread(file.fileno(), end - start, start)
 
 
 def _flush_python_stderr() -> None:
