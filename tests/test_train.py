@@ -458,6 +458,7 @@ def test_every_command_takes_the_large_architecture(tmp_path, monkeypatch, capsy
 
     from ferkeras.config import TrainConfig
     from ferkeras.model import load_model
+    from ferkeras.report import ReportSettings, build_report
 
     runs, out = tmp_path / "runs", tmp_path / "exp"
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
@@ -491,7 +492,10 @@ def test_every_command_takes_the_large_architecture(tmp_path, monkeypatch, capsy
     assert 0 <= artifacts["int8"]["parity"]["agreement"] <= 1  # measured and recorded all the same
     (image,) = json.loads(ok("predict", photo, "--model", out / "model_int8.tflite", "--json"))
     assert len(image["faces"]) == 1
-    ok("report", "big", "--runs-dir", runs, "--filters", "0-3", "--steps", "4", "--format", "md")
+    # The report by its library call, shrunk to one saliency image: the CLI's flags are
+    # test_report's, the large net's last conv layer is this test's.
+    build_report("big", runs, ReportSettings(saliency_images=1, filters="0-3", steps=4),
+                 formats=("md",), echo=lambda line: None)
     assert "conv4_2" in (run / "report.md").read_text()  # the large net's last conv layer
     ok("train", "--data", "synthetic:300", "--epochs", "1", "--teacher", "big", "--name", "student",
        "--runs-dir", runs)
