@@ -5,8 +5,10 @@
 
 EXPORT_DIR (default: the repo's exported/) holds what `ferkeras export --tflite` writes. Each
 model in it (keras: model.keras; float32, int8 and int16x8: TFLite) is evaluated on the split:
-accuracy, accuracy with flip test-time augmentation and with shifts TTA (10 views: the mirror
-image and one-pixel shifts of both), and recall per class, side by side.
+accuracy and balanced accuracy (the mean of the per-class recalls), each without and with flip
+test-time augmentation and with shifts TTA (10 views: the mirror image and one-pixel shifts of
+both); macro F1, the worst class's recall, the expected calibration error (15 bins) and the
+negative log-likelihood, and recall per class, without TTA, side by side.
 --train trains `ferkeras train --recipe fer2013` on --data, then exports it into EXPORT_DIR;
 into the shipped models' folder (the default) only with --force, checked before training.
 --record writes the figures into EXPORT_DIR/metadata.json ("accuracy"), which the CI test
@@ -68,16 +70,22 @@ def measure(export_dir: Path, data: str, split_name: str) -> dict:
     return {"data": dataset.source, "split": split_name, "images": len(split), "engines": engines}
 
 
+ROWS = [("accuracy", "accuracy"), ("  with flip TTA", "accuracy_tta"),
+        ("  shifts TTA", "accuracy_tta_shifts"),
+        ("balanced acc.", "balanced_accuracy"), ("  with flip TTA", "balanced_accuracy_tta"),
+        ("  shifts TTA", "balanced_accuracy_tta_shifts"), ("macro F1", "macro_f1"),
+        ("worst recall", "worst_recall"), ("ECE (15 bins)", "ece"), ("NLL", "nll")]
+
+
 def print_table(figures: dict) -> None:
-    """Accuracy and recall per class of each engine, one column each."""
+    """Accuracy, balanced accuracy, calibration and recall per class of each engine, one column each."""
     engines = figures["engines"]
     names = list(engines)
     print(f"{figures['split']} split of {figures['data']}: {figures['images']:,} images\n")
     print(f"{'':<16}" + "".join(f"{n:>16}" for n in names))
-    print(f"{'accuracy':<16}" + "".join(f"{engines[n]['accuracy']:>16.4f}" for n in names))
-    print(f"{'  with flip TTA':<16}" + "".join(f"{engines[n]['accuracy_tta']:>16.4f}" for n in names))
-    print(f"{'  shifts TTA':<16}" + "".join(f"{engines[n]['accuracy_tta_shifts']:>16.4f}" for n in names))
-    print("recall")
+    for title, key in ROWS:
+        print(f"{title:<16}" + "".join(f"{engines[n][key]:>16.4f}" for n in names))
+    print("recall (no TTA)")
     for label in engines[names[0]]["recall"]:
         print(f"{'  ' + label:<16}" + "".join(f"{engines[n]['recall'][label]:>16.3f}" for n in names))
 

@@ -3,8 +3,9 @@
 
 The data comes from the run's config.json (the same source, split option and seed as training),
 or from --data/--split. Results go to <run>/viz/ (or an --out folder): metrics_<split>.json,
-confusion_matrix_<split>.csv (counts), confusion_matrix_<split>_normalized.csv (rows sum to 1)
-and confusion_matrix_<split>.png. The training run's own metrics.json is never touched.
+confusion_matrix_<split>.csv (counts), confusion_matrix_<split>_normalized.csv (rows sum to 1),
+confusion_matrix_<split>.png and the reliability diagram reliability_<split>.png. The training
+run's own metrics.json is never touched.
 """
 
 from __future__ import annotations
@@ -171,9 +172,40 @@ def predict(model, images: np.ndarray, tta: bool | str | None = False,
 
 # ---------------------------------------------------------------------------- metrics
 
+CALIBRATION_BINS = 15  # equal-width confidence bins of the expected calibration error
+
+
+def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_BINS) -> dict:
+    """How far the top class's probability is from how often it is right: the expected calibration
+    error over equal-width confidence bins, the negative log-likelihood, and each bin's figures
+    (the reliability diagram's)."""
+    from sklearn.metrics import log_loss
+
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    index = np.minimum((confidence * bins).astype(int), bins - 1)  # a confidence of 1 is the last bin's
+    rows, ece = [], 0.0
+    for b in range(bins):
+        members = index == b
+        count = int(members.sum())
+        row = {"low": b / bins, "high": (b + 1) / bins, "images": count,
+               "confidence": float(confidence[members].mean()) if count else None,
+               "accuracy": float(correct[members].mean()) if count else None}
+        if count:
+            ece += count / len(labels) * abs(row["accuracy"] - row["confidence"])
+        rows.append(row)
+    # An int8 model's rows sum to 1 only within its output step: renormalised, as log_loss would
+    # (with a warning), before it clips the zeros.
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    nll = float(log_loss(labels, probs, labels=list(range(probs.shape[1]))))
+    return {"ece": float(ece), "nll": nll, "bins": rows}
+
+
 def compute_metrics(labels: np.ndarray, probs: np.ndarray,
                     class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
-    """Accuracy, per-class precision/recall/F1, confusion matrix (counts and row-normalised), analysis."""
+    """Accuracy and balanced accuracy, per-class precision/recall/F1, the worst class, calibration
+    (ECE, NLL), confusion matrix (counts and row-normalised), analysis."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = np.asarray(labels)
@@ -187,10 +219,19 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray,
                         "f1": float(f1[i]), "support": int(support[i])}
                  for i, name in enumerate(class_names)}
     present = support > 0
+    worst = min(np.flatnonzero(present), key=lambda i: recall[i])
+    reliability = calibration(labels, probs)
     metrics = {
         "images": int(len(labels)),
         "accuracy": float((predicted == labels).mean()),
+        # The mean of the recalls of the classes present: what a user whose faces show every
+        # expression equally often would measure.
+        "balanced_accuracy": float(recall[present].mean()),
         "macro_f1": float(f1[present].mean()),
+        "worst_class": {"name": class_names[worst], "recall": float(recall[worst])},
+        "ece": reliability["ece"],
+        "nll": reliability["nll"],
+        "calibration_bins": reliability["bins"],
         "per_class": per_class,
         "class_names": list(class_names),
         "confusion_matrix": counts.tolist(),
@@ -201,15 +242,25 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray,
     return metrics
 
 
+def figures_of(metrics: dict) -> dict:
+    """The headline figures of compute_metrics' result, as metadata.json and the bench record them."""
+    return {"accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
+            "macro_f1": metrics["macro_f1"], "worst_recall": metrics["worst_class"]["recall"],
+            "ece": metrics["ece"], "nll": metrics["nll"]}
+
+
 def accuracy_summary(model, split: Split) -> dict:
-    """Accuracy without and with each TTA, and recall per class, of a model (or runner) on a split."""
+    """Accuracy without and with each TTA, balanced accuracy, macro F1, the worst recall and
+    calibration, and recall per class, of a model (or runner) on a split."""
     # Each of the 10 views once: [0] is the image, [len(TTA_SHIFTS)] its mirror.
     views = view_probabilities(model, split.images, TTA_SHIFTS, mirror=True)
     plain = compute_metrics(split.labels, views[0])
     mirrored = compute_metrics(split.labels, (views[0] + views[len(TTA_SHIFTS)]) / 2)
     shifted = compute_metrics(split.labels, np.mean(views, axis=0))
-    return {"images": len(split), "accuracy": plain["accuracy"],
-            "accuracy_tta": mirrored["accuracy"], "accuracy_tta_shifts": shifted["accuracy"],
+    return {"images": len(split), **figures_of(plain),
+            "accuracy_tta": mirrored["accuracy"], "balanced_accuracy_tta": mirrored["balanced_accuracy"],
+            "accuracy_tta_shifts": shifted["accuracy"],
+            "balanced_accuracy_tta_shifts": shifted["balanced_accuracy"],
             "recall": {name: c["recall"] for name, c in plain["per_class"].items()}}
 
 
@@ -244,7 +295,10 @@ def analysis_text(metrics: dict) -> str:
     per_class = {name: m for name, m in metrics["per_class"].items() if m["support"] > 0}
     by_recall = sorted(per_class, key=lambda name: per_class[name]["recall"], reverse=True)
     lines = [f"Accuracy {metrics['accuracy']:.4f} on {metrics['images']:,} images "
-             f"(macro F1 {metrics['macro_f1']:.4f})."]
+             f"(macro F1 {metrics['macro_f1']:.4f}).",
+             f"Balanced accuracy (the mean recall) {metrics['balanced_accuracy']:.4f}; calibration: "
+             f"expected calibration error {metrics['ece']:.4f} over {CALIBRATION_BINS} bins, "
+             f"negative log-likelihood {metrics['nll']:.4f}."]
     if by_recall:
         best, worst = by_recall[0], by_recall[-1]
         lines.append(f"Best recognised: {best} (recall {per_class[best]['recall']:.2f}, "
@@ -318,7 +372,11 @@ def evaluate_source(model, source: Source, tta: str | None, out_dir: str | os.Pa
                  f"split{f' with {tta} TTA' if suffix else ''}: accuracy {found['accuracy']:.4f}")
         png = save_figure(confusion_figure(counts, row_normalize(counts), title=title),
                           out_dir / f"{stem}{suffix}.png")
-        paths += [csv_counts, csv_normalized, png]
+        reliability = save_figure(
+            reliability_figure(found["calibration_bins"],
+                               title=f"{title}\nexpected calibration error {found['ece']:.4f}"),
+            out_dir / f"reliability_{source.split_name}{suffix}.png")
+        paths += [csv_counts, csv_normalized, png, reliability]
 
     echo(format_report(result))
     echo("Wrote:\n" + "\n".join(f"  {p}" for p in paths))
@@ -336,7 +394,9 @@ def format_report(result: dict) -> str:
     if "tta" in result:
         tta = result["tta"]
         lines.append(f"With {tta.get('name', 'flip')} TTA: accuracy {tta['accuracy']:.4f} "
-                     f"(without: {result['accuracy']:.4f}), macro F1 {tta['macro_f1']:.4f}")
+                     f"(without: {result['accuracy']:.4f}), balanced accuracy "
+                     f"{tta['balanced_accuracy']:.4f}, macro F1 {tta['macro_f1']:.4f}, "
+                     f"ECE {tta['ece']:.4f}")
     return "\n".join(lines)
 
 
@@ -364,4 +424,29 @@ def confusion_figure(counts: np.ndarray, rates: np.ndarray, class_names: Sequenc
                     color="white" if value > threshold else "black")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def reliability_figure(bins: list[dict], title: str = "") -> Figure:
+    """The reliability diagram: each confidence bin's accuracy against its mean confidence (on the
+    diagonal where the probabilities mean what they say), over how many images each bin holds."""
+    fig = new_figure(6, 6.4)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = bins[0]["high"] - bins[0]["low"]
+    filled = [b for b in bins if b["images"]]
+    centers = [(b["low"] + b["high"]) / 2 for b in filled]
+    top.bar(centers, [b["accuracy"] for b in filled], width=width * 0.9, color="tab:blue",
+            label="accuracy of the bin's images")
+    top.scatter(centers, [b["confidence"] for b in filled], marker="_", s=400, linewidths=2,
+                color="tab:red", label="their mean confidence", zorder=3)
+    top.plot([0, 1], [0, 1], color="gray", linestyle="--", label="calibrated")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centers, [b["images"] for b in filled], width=width * 0.9, color="gray")
+    bottom.set_xlabel("confidence (probability of the predicted class)")
+    bottom.set_ylabel("images")
+    if title:
+        top.set_title(title, fontsize=9)
     return fig

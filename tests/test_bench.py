@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 from ai_edge_litert.interpreter import Interpreter
 from conftest import load_bench
 
@@ -64,3 +65,23 @@ def test_rounded_weights_are_what_the_int8_file_stores(exported_synthetic_run):
         assert not np.allclose(original[name], kernel), f"{name}: the copy was not rounded"
         assert np.all(np.abs(original[name] - kernel) <= 0.5001 * step), name
     assert flipped <= 1e-4 * codes, f"{flipped} of {codes} codes differ"
+
+
+def test_posthoc_recovers_a_known_temperature_and_adjusts_by_the_prior():
+    posthoc = load_bench("posthoc")
+    rng = np.random.default_rng(0)
+    prior = np.array([0.14, 0.015, 0.14, 0.25, 0.17, 0.11, 0.175])
+    # Labels drawn from softmax(z); the model reports softmax(2 z), overconfident by a factor 2.
+    logits = rng.normal(0, 2, (6000, 7))
+    true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(7, p=p) for p in true])
+    sharp = posthoc.adjusted(true, 0.5, 0.0, prior)
+    assert posthoc.fit_temperature(sharp, labels, 0.0, prior) == pytest.approx(2.0, rel=0.08)
+    np.testing.assert_allclose(posthoc.adjusted(true, 1.0, 0.0, prior), true, atol=1e-9)
+    # tau = 1 divides each probability by its class's prior (then renormalises).
+    expected = true / prior
+    np.testing.assert_allclose(posthoc.adjusted(true, 1.0, 1.0, prior),
+                               expected / expected.sum(1, keepdims=True), atol=1e-9)
+    held_out = posthoc.cross_fitted(sharp, labels, 0.0, prior, folds=2)
+    assert held_out.shape == sharp.shape and np.allclose(held_out.sum(1), 1)
+    assert not np.allclose(held_out, sharp)  # every row was adjusted by its other half's T

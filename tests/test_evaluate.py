@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from conftest import run_main
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import (
@@ -59,6 +59,45 @@ def test_analysis_names_the_pair_the_matrix_says_is_most_confused():
     recall = {name: m["recall"] for name, m in metrics["per_class"].items()}
     assert f"worst: {min(recall, key=recall.get)} " in metrics["analysis"]
     assert f"Best recognised: {max(recall, key=recall.get)} " in metrics["analysis"]
+
+
+def test_balanced_accuracy_and_worst_class_weigh_each_class_alike():
+    # 90 happy faces all right, 10 disgust faces 2 right: accuracy 0.92 hides a class at 0.2.
+    labels = np.array([3] * 90 + [1] * 10)
+    predicted = np.array([3] * 90 + [1] * 2 + [3] * 8)
+    metrics = compute_metrics(labels, np.eye(7)[predicted])
+    assert metrics["accuracy"] == pytest.approx(0.92)
+    assert metrics["balanced_accuracy"] == pytest.approx((1.0 + 0.2) / 2)  # classes absent: not counted
+    assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted))
+    assert metrics["worst_class"] == {"name": "disgust", "recall": pytest.approx(0.2)}
+    assert "Balanced accuracy (the mean recall) 0.6000" in metrics["analysis"]
+
+
+def test_calibration_error_and_log_likelihood_match_their_definitions():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 7, 2000)
+    # Confidence 0.9 on every image, right on 60% of them: the expected calibration error is the
+    # gap, 0.3, in the one bin that holds them all.
+    predicted = np.where(rng.random(2000) < 0.6, labels, (labels + 1) % 7)
+    probs = np.full((2000, 7), 0.1 / 6)
+    probs[np.arange(2000), predicted] = 0.9
+    metrics = compute_metrics(labels, probs)
+    right = np.mean(predicted == labels)
+    assert metrics["ece"] == pytest.approx(abs(0.9 - right))
+    filled = [b for b in metrics["calibration_bins"] if b["images"]]
+    assert len(metrics["calibration_bins"]) == 15 and len(filled) == 1
+    assert filled[0]["low"] <= 0.9 < filled[0]["high"] and filled[0]["images"] == 2000
+    assert metrics["nll"] == pytest.approx(-np.mean(np.log(probs[np.arange(2000), labels])))
+    # Probabilities that mean what they say: each image's confidence is its chance of being right.
+    confidence = rng.uniform(0.3, 1.0, 20000)
+    labels = np.zeros(20000, int)
+    calibrated = np.zeros((20000, 7))
+    right = rng.random(20000) < confidence
+    calibrated[np.arange(20000), np.where(right, 0, 1)] = confidence
+    calibrated[:, 2:] = (1 - confidence[:, None]) / 5
+    assert compute_metrics(labels, calibrated)["ece"] < 0.015
+    # A confidence of exactly 1 is counted, in the last bin.
+    assert compute_metrics(np.arange(7), np.eye(7))["calibration_bins"][-1]["images"] == 7
 
 
 def test_most_confused_pairs_rank_by_rate_and_skip_empty_rows():
@@ -127,8 +166,11 @@ def test_evaluate_reproduces_the_runs_validation_accuracy(trained_synthetic_run,
     pair = result["most_confused"][0]
     assert f"Most confused: {pair['true']} taken for {pair['predicted']}" in out
     assert "With flip TTA: accuracy" in out
+    assert f"Balanced accuracy (the mean recall) {result['balanced_accuracy']:.4f}" in out
+    assert 0 <= result["ece"] <= 1 and result["nll"] > 0 and len(result["calibration_bins"]) == 15
     for name in ("confusion_matrix_val.png", "confusion_matrix_val.csv",
-                 "confusion_matrix_val_normalized.csv", "confusion_matrix_val_tta.png"):
+                 "confusion_matrix_val_normalized.csv", "confusion_matrix_val_tta.png",
+                 "reliability_val.png", "reliability_val_tta.png"):
         assert (run / "viz" / name).stat().st_size > 0 and str(run / "viz" / name) in out
     counts = np.loadtxt(run / "viz" / "confusion_matrix_val.csv", delimiter=",", skiprows=1,
                         usecols=range(1, 8))

@@ -42,7 +42,7 @@ def test_report_prints_where_it_wrote(report):
     lines = out.strip().splitlines()
     assert lines[0] == f"Report on {run} (figures in {run / 'report'}/)"
     assert [line.split()[0] for line in lines[1:7]] == ["1", "2", "3", "4", "5", "6"]
-    assert lines[-2].startswith(f"Wrote {run / 'report.html'} (") and "6 figures embedded" in lines[-2]
+    assert lines[-2].startswith(f"Wrote {run / 'report.html'} (") and "7 figures embedded" in lines[-2]
     assert lines[-1] == f"Wrote {run / 'report.md'} (figures linked from {run / 'report'}/)"
     assert not list(run.glob(".*")) and not list((run / "report").glob(".*"))  # atomic writes
 

@@ -25,6 +25,12 @@ SHIPPED = {
 ACCURACY_TOLERANCE = 0.003  # about 11 of PublicTest's 3,589 faces, either way
 RECALL_TOLERANCE = 0.02  # per class, either way: one face of disgust's 56 is 0.018
 TTA_FIGURES = {"none": "accuracy", "flip": "accuracy_tta", "shifts": "accuracy_tta_shifts"}
+# The other recorded figures and how far each may move with a few close calls: a class's recall
+# moves 0.02 per disgust face, so balanced accuracy 0.003 per face, and the worst recall as much
+# as one class's; a flip moves the ECE by about 1/3,589 per face and the NLL by less.
+FIGURE_TOLERANCES = {"balanced_accuracy": 0.006, "balanced_accuracy_tta": 0.006,
+                     "balanced_accuracy_tta_shifts": 0.006, "macro_f1": 0.006,
+                     "worst_recall": RECALL_TOLERANCE, "ece": 0.003, "nll": 0.003}
 
 
 @pytest.fixture(scope="module", params=list(SHIPPED))
@@ -65,6 +71,8 @@ def test_shipped_files_and_provenance(name, folder, metadata):
     recorded = metadata["accuracy"]
     assert recorded["split"] == "test" and recorded["images"] == 3589  # PublicTest
     assert set(recorded["engines"]) == formats - {"saved_model"}  # each file's figures
+    for engine, figures in recorded["engines"].items():  # balanced accuracy and calibration too
+        assert {*TTA_FIGURES.values(), *FIGURE_TOLERANCES} <= set(figures), engine
 
 
 def test_metadata_names_no_folder_of_this_machine(metadata):
@@ -89,7 +97,7 @@ def test_each_shipped_file_passed_the_parity_bars_now_in_force(metadata):
 
 def test_each_engine_is_as_accurate_as_recorded_on_publictest(folder, metadata, fer2013_dir):
     from ferkeras.data import load_dataset
-    from ferkeras.evaluate import accuracy_summary, compute_metrics, view_probabilities
+    from ferkeras.evaluate import accuracy_summary, compute_metrics, figures_of, view_probabilities
     from ferkeras.runners import load_runner
 
     public_test = load_dataset(fer2013_dir).splits["test"]
@@ -100,14 +108,18 @@ def test_each_engine_is_as_accurate_as_recorded_on_publictest(folder, metadata, 
             # 2 cores, and the int8 file, which predict runs, is held to all its figures.
             image, mirror = view_probabilities(runner, public_test.images, mirror=True)
             plain = compute_metrics(public_test.labels, image)
-            measured = {"accuracy": plain["accuracy"],
-                        "accuracy_tta": compute_metrics(public_test.labels, (image + mirror) / 2)["accuracy"],
+            flip = compute_metrics(public_test.labels, (image + mirror) / 2)
+            measured = {**figures_of(plain), "accuracy_tta": flip["accuracy"],
+                        "balanced_accuracy_tta": flip["balanced_accuracy"],
                         "recall": {name: c["recall"] for name, c in plain["per_class"].items()}}
         else:
             measured = accuracy_summary(runner, public_test)
         for key in TTA_FIGURES.values():
             if key in measured:
                 assert measured[key] == pytest.approx(recorded[key], abs=ACCURACY_TOLERANCE), (engine, key)
+        for key, tolerance in FIGURE_TOLERANCES.items():
+            if key in measured:
+                assert measured[key] == pytest.approx(recorded[key], abs=tolerance), (engine, key)
         for label, recall in recorded["recall"].items():
             assert measured["recall"][label] == pytest.approx(recall, abs=RECALL_TOLERANCE), (engine, label)
 

@@ -129,7 +129,8 @@ def report_blocks(run_dir: Path, settings: ReportSettings, echo: Echo = print,
 
     source = load_source(ref, runs_dir=runs_dir)  # the validation images, once
     result = evaluate_source(model, source, None, out, echo=lambda line: None)
-    blocks += confusion_section(result, out / f"confusion_matrix_{result['split']}.png")
+    blocks += confusion_section(result, out / f"confusion_matrix_{result['split']}.png",
+                                out / f"reliability_{result['split']}.png")
     echo(f"  3 confusion matrix: accuracy {result['accuracy']:.4f} on {result['images']:,} "
          "validation images")
 

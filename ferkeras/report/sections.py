@@ -129,8 +129,9 @@ def history_section(config: dict, history: list[dict], finished: dict | None,
     ]
 
 
-def confusion_section(result: dict, figure: Path) -> list[Block]:
-    """Question 3: the confusion matrix, counts and normalised, and which classes are confused."""
+def confusion_section(result: dict, figure: Path, reliability: Path) -> list[Block]:
+    """Question 3: the confusion matrix, counts and normalised, which classes are confused, and
+    how far the model's probabilities are from how often it is right (the reliability diagram)."""
     names = result["class_names"]
     counts = [[name, *[f"{v:,}" for v in row]] for name, row in zip(names, result["confusion_matrix"],
                                                                       strict=True)]
@@ -153,6 +154,10 @@ def confusion_section(result: dict, figure: Path) -> list[Block]:
         Table(header, rates),
         Heading("(c) Per class", level=3),
         Table(["class", "precision", "recall", "F1", "images"], per_class),
+        Heading("(d) Calibration", level=3),
+        Image(reliability, f"Reliability diagram: the accuracy of the images in each confidence bin "
+                           f"against their mean confidence; expected calibration error "
+                           f"{result['ece']:.4f}, negative log-likelihood {result['nll']:.4f}."),
     ]
 
 
