@@ -89,6 +89,9 @@ class TrainConfig:
                                         "they label every augmented batch as the student sees it "
                                         "(Keras models only; a teacher pass per step)", TEACHINGS)
     class_weight: str = _opt("none", "balanced weighs classes by inverse frequency", CLASS_WEIGHTS)
+    logit_adjust: float = _opt(0.0, "train on the logit-adjusted loss (Menon et al. 2021): each "
+                               "class's logit shifted by TAU*log(its share of train), so that the "
+                               "model favours no class for being frequent; 1 is the paper's, 0 off")
     channels: int = _opt(3, "conv input channels: 3 = gray replicated as the reference, or 1")
     arch: str = _opt("reference", "architecture: reference = the report's 322,039-parameter CNN; "
                                   "large = a VGG-style network after Khaireddin & Chen (2021), "
@@ -145,6 +148,7 @@ class TrainConfig:
             (self.lr > 0, "--lr", "must be positive"),
             (self.weight_decay >= 0, "--weight-decay", "must be >= 0"),
             (0 <= self.label_smoothing < 1, "--label-smoothing", "must be in [0, 1)"),
+            (0 <= self.logit_adjust <= 5, "--logit-adjust", "must be in [0, 5]"),
             (0 <= self.erase <= 1, "--erase", "must be in [0, 1]"),
             (self.warmup_epochs >= 0, "--warmup-epochs", "must be >= 0"),
             (0 < self.distill <= 1, "--distill", "must be in (0, 1]"),

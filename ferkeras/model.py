@@ -46,6 +46,31 @@ class GrayToRGB(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ferkeras")
+class LogitAdjustedCrossentropy(keras.losses.Loss):
+    """Cross-entropy of softmax(logits + tau * log(prior)) (Menon et al. 2021, "Long-tail learning
+    via logit adjustment"): trained so, the plain softmax answers as if every class were as
+    frequent as every other, where plain cross-entropy favours the frequent ones."""
+
+    def __init__(self, prior, tau: float = 1.0, label_smoothing: float = 0.0,
+                 name: str = "logit_adjusted_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.prior, self.tau = [float(p) for p in prior], float(tau)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        # The model's last layer is a softmax: log(p) is its logits less a per-image constant,
+        # which the softmax below cancels.
+        shift = self.tau * keras.ops.log(keras.ops.convert_to_tensor(self.prior, dtype=y_pred.dtype))
+        logits = keras.ops.log(keras.ops.clip(y_pred, 1e-7, 1.0)) + shift
+        return keras.losses.categorical_crossentropy(y_true, logits, from_logits=True,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "prior": self.prior, "tau": self.tau,
+                "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="ferkeras")
 class FusedBatchNormalization(layers.BatchNormalization):
     """BatchNormalization whose training step is TensorFlow's fused kernel.
 

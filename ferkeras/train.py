@@ -33,7 +33,7 @@ from ferkeras.data import EVAL_BATCH_SIZE, Split, load_dataset, train_val_splits
 from ferkeras.distributed import fit_multiworker, is_chief, is_multiworker, make_strategy, with_class_weight
 from ferkeras.errors import FerkerasError, first_line
 from ferkeras.fileio import write_json_atomic, write_text_atomic
-from ferkeras.model import build_model, float32_copy, load_model, save_model
+from ferkeras.model import LogitAdjustedCrossentropy, build_model, float32_copy, load_model, save_model
 from ferkeras.runs import find_model, find_run, new_run_dir, read_history, read_run_config
 from ferkeras.spec import CLASS_NAMES, NUM_CLASSES
 
@@ -251,13 +251,21 @@ def make_optimizer(config: TrainConfig, total_steps: int,
 
 
 def compile_model(model: keras.Model, config: TrainConfig, total_steps: int,
-                  warmup_steps: int = 0) -> None:
-    """Compile with cross-entropy (optionally smoothed) and accuracy."""
-    model.compile(
-        optimizer=make_optimizer(config, total_steps, warmup_steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
+                  warmup_steps: int = 0, prior: np.ndarray | None = None) -> None:
+    """Compile with cross-entropy (optionally smoothed, or logit-adjusted by prior, the classes'
+    shares of train) and accuracy."""
+    if config.logit_adjust:
+        loss = LogitAdjustedCrossentropy(prior, config.logit_adjust, config.label_smoothing)
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    model.compile(optimizer=make_optimizer(config, total_steps, warmup_steps), loss=loss,
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+
+
+def class_prior(labels: np.ndarray) -> np.ndarray:
+    """Each class's share of the labels; a class with none gets half an image's, so its log is finite."""
+    counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
+    return np.maximum(counts, 0.5) / counts.sum()
 
 
 # ---------------------------------------------------------------------------- callbacks
@@ -449,7 +457,8 @@ def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, e
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     with strategy.scope():
         model = build_model(config.channels, config.arch, config.precision)
-        compile_model(model, config, steps_per_epoch * epochs, steps_per_epoch * config.warmup_epochs)
+        compile_model(model, config, steps_per_epoch * epochs, steps_per_epoch * config.warmup_epochs,
+                      class_prior(train_split.labels))
         if config.init:  # a resumed run's backup, restored by its callback, overrides these
             load_initial_weights(model, config, echo)
     if not resuming:
