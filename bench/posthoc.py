@@ -66,8 +66,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from ferkeras.data import load_dataset
-    from ferkeras.evaluate import compute_metrics, figures_of, view_probabilities
+    from ferkeras.evaluate import view_probabilities
     from ferkeras.export import FORMATS
+    from ferkeras.metrics import compute_metrics, figures_of
     from ferkeras.runners import load_runner
 
     dataset = load_dataset(args.data)

@@ -24,6 +24,7 @@ from ferkeras.config import RUNS_DIR
 from ferkeras.data import EVAL_BATCH_SIZE, Dataset, Split, as_batch, train_val_splits
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import write_json_atomic, write_text_atomic
+from ferkeras.metrics import compute_metrics, figures_of, row_normalize
 from ferkeras.plotting import new_figure, save_figure
 from ferkeras.runners import TTA_METHODS, TTA_SHIFTS, tta_method, tta_views, view_plan
 from ferkeras.runs import (
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 RUN_VALIDATION = "val"  # the split name that means "the run's own validation data"
-CONFUSED_PAIRS = 3  # pairs named in the generated analysis
 
 Echo = Callable[[str], None]
 
@@ -170,84 +170,7 @@ def predict(model, images: np.ndarray, tta: bool | str | None = False,
                                       batch_size=batch_size), axis=0)
 
 
-# ---------------------------------------------------------------------------- metrics
-
-CALIBRATION_BINS = 15  # equal-width confidence bins of the expected calibration error
-
-
-def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_BINS) -> dict:
-    """How far the top class's probability is from how often it is right: the expected calibration
-    error over equal-width confidence bins, the negative log-likelihood, and each bin's figures
-    (the reliability diagram's)."""
-    from sklearn.metrics import log_loss
-
-    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    index = np.minimum((confidence * bins).astype(int), bins - 1)  # a confidence of 1 is the last bin's
-    rows, ece = [], 0.0
-    for b in range(bins):
-        members = index == b
-        count = int(members.sum())
-        row = {"low": b / bins, "high": (b + 1) / bins, "images": count,
-               "confidence": float(confidence[members].mean()) if count else None,
-               "accuracy": float(correct[members].mean()) if count else None}
-        if count:
-            ece += count / len(labels) * abs(row["accuracy"] - row["confidence"])
-        rows.append(row)
-    # An int8 model's rows sum to 1 only within its output step: renormalised, as log_loss would
-    # (with a warning), before it clips the zeros.
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    nll = float(log_loss(labels, probs, labels=list(range(probs.shape[1]))))
-    return {"ece": float(ece), "nll": nll, "bins": rows}
-
-
-def compute_metrics(labels: np.ndarray, probs: np.ndarray,
-                    class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
-    """Accuracy and balanced accuracy, per-class precision/recall/F1, the worst class, calibration
-    (ECE, NLL), confusion matrix (counts and row-normalised), analysis."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    labels = np.asarray(labels)
-    predicted = np.asarray(probs).argmax(axis=1)
-    classes = list(range(len(class_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=classes, zero_division=0)
-    counts = confusion_matrix(labels, predicted, labels=classes)
-    normalized = row_normalize(counts)
-    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                        "f1": float(f1[i]), "support": int(support[i])}
-                 for i, name in enumerate(class_names)}
-    present = support > 0
-    worst = min(np.flatnonzero(present), key=lambda i: recall[i])
-    reliability = calibration(labels, probs)
-    metrics = {
-        "images": int(len(labels)),
-        "accuracy": float((predicted == labels).mean()),
-        # The mean of the recalls of the classes present: what a user whose faces show every
-        # expression equally often would measure.
-        "balanced_accuracy": float(recall[present].mean()),
-        "macro_f1": float(f1[present].mean()),
-        "worst_class": {"name": class_names[worst], "recall": float(recall[worst])},
-        "ece": reliability["ece"],
-        "nll": reliability["nll"],
-        "calibration_bins": reliability["bins"],
-        "per_class": per_class,
-        "class_names": list(class_names),
-        "confusion_matrix": counts.tolist(),
-        "confusion_matrix_normalized": normalized.tolist(),
-        "most_confused": most_confused_pairs(counts, class_names),
-    }
-    metrics["analysis"] = analysis_text(metrics)
-    return metrics
-
-
-def figures_of(metrics: dict) -> dict:
-    """The headline figures of compute_metrics' result, as metadata.json and the bench record them."""
-    return {"accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
-            "macro_f1": metrics["macro_f1"], "worst_recall": metrics["worst_class"]["recall"],
-            "ece": metrics["ece"], "nll": metrics["nll"]}
-
+# ---------------------------------------------------------------------------- summary
 
 def accuracy_summary(model, split: Split) -> dict:
     """Accuracy without and with each TTA, balanced accuracy, macro F1, the worst recall and
@@ -262,59 +185,6 @@ def accuracy_summary(model, split: Split) -> dict:
             "accuracy_tta_shifts": shifted["accuracy"],
             "balanced_accuracy_tta_shifts": shifted["balanced_accuracy"],
             "recall": {name: c["recall"] for name, c in plain["per_class"].items()}}
-
-
-def row_normalize(counts: np.ndarray) -> np.ndarray:
-    """Each row divided by its sum (the fraction of a true class given each prediction); empty rows 0."""
-    counts = np.asarray(counts, dtype=np.float64)
-    totals = counts.sum(axis=1, keepdims=True)
-    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-
-
-def most_confused_pairs(counts: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES,
-                        top: int = CONFUSED_PAIRS) -> list[dict]:
-    """The off-diagonal cells with the highest row-normalised rate, highest first."""
-    counts = np.asarray(counts)
-    rates = row_normalize(counts)
-    np.fill_diagonal(rates, -1.0)
-    order = np.argsort(-rates, axis=None, kind="stable")[:top]
-    pairs = []
-    for flat in order:
-        true, pred = np.unravel_index(flat, rates.shape)
-        if rates[true, pred] <= 0:
-            break
-        pairs.append({"true": class_names[true], "predicted": class_names[pred],
-                      "rate": float(rates[true, pred]), "count": int(counts[true, pred]),
-                      "support": int(counts[true].sum()),
-                      "reverse_rate": float(max(rates[pred, true], 0.0))})
-    return pairs
-
-
-def analysis_text(metrics: dict) -> str:
-    """A few sentences on the results: best and worst recognised classes, most confused pairs."""
-    per_class = {name: m for name, m in metrics["per_class"].items() if m["support"] > 0}
-    by_recall = sorted(per_class, key=lambda name: per_class[name]["recall"], reverse=True)
-    lines = [f"Accuracy {metrics['accuracy']:.4f} on {metrics['images']:,} images "
-             f"(macro F1 {metrics['macro_f1']:.4f}).",
-             f"Balanced accuracy (the mean recall) {metrics['balanced_accuracy']:.4f}; calibration: "
-             f"expected calibration error {metrics['ece']:.4f} over {CALIBRATION_BINS} bins, "
-             f"negative log-likelihood {metrics['nll']:.4f}."]
-    if by_recall:
-        best, worst = by_recall[0], by_recall[-1]
-        lines.append(f"Best recognised: {best} (recall {per_class[best]['recall']:.2f}, "
-                     f"F1 {per_class[best]['f1']:.2f}); worst: {worst} "
-                     f"(recall {per_class[worst]['recall']:.2f}, F1 {per_class[worst]['f1']:.2f})"
-                     + (f", then {by_recall[-2]} (recall {per_class[by_recall[-2]]['recall']:.2f})."
-                        if len(by_recall) > 2 else "."))
-    pairs = metrics["most_confused"]
-    if pairs:
-        described = [f"{p['true']} taken for {p['predicted']} {p['rate']:.1%} of the time "
-                     f"({p['count']:,} of {p['support']:,}; {p['predicted']} for {p['true']} "
-                     f"{p['reverse_rate']:.1%})" for p in pairs]
-        lines.append("Most confused: " + "; ".join(described) + ".")
-    else:
-        lines.append("No confusions: every image is classified correctly.")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- files

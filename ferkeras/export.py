@@ -28,10 +28,12 @@ import numpy as np
 import tensorflow as tf
 
 from ferkeras.config import RUNS_DIR, did_you_mean
+from ferkeras.data import Split
 from ferkeras.errors import FerkerasError, quiet_stderr
 from ferkeras.exportmeta import METADATA, carry_accuracy, export_metadata, file_digest, weights_digest
 from ferkeras.fileio import read_json, write_json_atomic
-from ferkeras.model import load_model, uncompiled_copy
+from ferkeras.metrics import calibration, fit_temperature
+from ferkeras.model import fold_temperature, load_model, uncompiled_copy
 from ferkeras.runners import KerasRunner, SavedModelRunner, TFLiteRunner
 from ferkeras.runs import find_model, is_shipped, read_run_config, run_of_model, run_splits, shipped_dir
 
@@ -270,7 +272,7 @@ def default_out(model_path: Path, run_dir: Path | None) -> Path:
 def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
            tflite: bool = False, quantize: Iterable[str] | None = None, verify: bool = True,
            runs_dir: str | os.PathLike = RUNS_DIR, echo: Echo = print,
-           saved_model: bool = True, force: bool = False) -> ExportResult:
+           saved_model: bool = True, force: bool = False, calibrate: bool = False) -> ExportResult:
     """Export a run's best model (or a .keras file) as .keras, SavedModel and TFLite, checking parity.
 
     out defaults to the run's exported/ (runs/NAME/exported), or <stem>_exported/ beside a model
@@ -278,18 +280,20 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
     (check_out). Parity is measured whenever the model's run says what its validation images
     are; verify decides whether a miss keeps the export out (True) or is only recorded (False).
     saved_model=False leaves the SavedModel out of `out` (it is still made: TFLite converts it).
+    calibrate fits a temperature on the validation images and folds it into every format
+    (calibrate_temperature).
     """
     formats = select_formats(tflite, quantize)
     model_path = find_model(run, runs_dir)
     run_dir = run_of_model(model_path)
     out = Path(out) if out is not None else default_out(model_path, run_dir)
     check_out(out, force)  # before anything is loaded, made or moved
-    needs_data = verify or any(f.calibrated for f in formats)
+    needs_data = verify or calibrate or any(f.calibrated for f in formats)
     measure = run_dir is not None
     if needs_data and run_dir is None:
         raise FerkerasError(f"{model_path} is not in a run folder, so there are no training images "
                             "to calibrate int8 and no validation images to check parity; export "
-                            "the run, or pass --no-verify without --quantize int8")
+                            "the run, or pass --no-verify without --quantize int8 or --calibrate")
     echo(f"Exporting {model_path} to {out}/")
     model = load_model(model_path)
     train_split, val_split = run_splits(run_dir) if measure else (None, None)
@@ -298,6 +302,10 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
         representative = representative_images(train_split.images, REPRESENTATIVE_IMAGES,
                                                 seed=read_run_config(run_dir)["options"].get("seed", 0))
     keras_probs = KerasRunner(model_path, model)(val_split.images) if measure else None
+    temperature = None
+    if calibrate:
+        temperature = calibrate_temperature(model, val_split, keras_probs, echo)
+        keras_probs = KerasRunner(model_path, model)(val_split.images)  # the model every file holds
 
     out.mkdir(parents=True, exist_ok=True)
     _recover(out)
@@ -335,6 +343,8 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
             len(val_split) if val_split is not None else None,
             len(representative) if representative is not None else None, weights_digest(model))
         # The figures bench/accuracy.py --record measured stay while their files are the same.
+        if temperature:
+            metadata["calibration"] = temperature
         record_note = carry_accuracy(metadata, read_json(out / METADATA, {}), out)
         write_json_atomic(build / METADATA, metadata)
         result = ExportResult(out, artifacts, metadata)
@@ -355,6 +365,21 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
         return result
     finally:
         shutil.rmtree(build, ignore_errors=True)
+
+
+def calibrate_temperature(model: keras.Model, val: Split, probs: np.ndarray, echo: Echo = print) -> dict:
+    """Fit a temperature to the validation images' probabilities, fold it into the model's last
+    layer, and say what it did to the calibration: the record metadata.json keeps."""
+    temperature = fit_temperature(val.labels, probs)
+    before = calibration(val.labels, probs)
+    scaled = np.log(np.clip(probs, 1e-7, 1.0)) / temperature
+    after = calibration(val.labels, np.exp(scaled) / np.exp(scaled).sum(axis=1, keepdims=True))
+    fold_temperature(model, temperature)
+    echo(f"  temperature {temperature:.3f}, fitted on {len(val):,} val images: expected calibration "
+         f"error {before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}")
+    return {"temperature": temperature, "images": len(val), "ece_before": before["ece"],
+            "ece_after": after["ece"], "nll_before": before["nll"], "nll_after": after["nll"],
+            "how": "the last layer's kernel and bias divided by the temperature (logits / T)"}
 
 
 def _save_without_optimizer(model: keras.Model, path: Path) -> None:

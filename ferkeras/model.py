@@ -203,6 +203,17 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> None:
         model.save(tmp)  # Keras writes straight into the file it is given
 
 
+def fold_temperature(model: keras.Model, temperature: float) -> None:
+    """Divide the model's logits by temperature, in place: the last layer's kernel and bias, so that
+    the Keras, SavedModel and TFLite files all carry it at no cost in ops."""
+    last = model.layers[-1]
+    if not (isinstance(last, layers.Dense) and last.get_config()["activation"] == "softmax"):
+        raise FerkerasError(f"{model.name}: its last layer, {last.name}, is not a softmax Dense layer, "
+                            "so there are no logits to scale")
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel / temperature, bias / temperature])
+
+
 def load_model(path: str | os.PathLike) -> keras.Model:
     """Load a .keras model safely (no arbitrary code) and check it takes 48x48 gray faces."""
     path = str(path)

@@ -1,4 +1,5 @@
-"""Evaluation: metrics against scikit-learn, the generated analysis, and `ferkeras evaluate`."""
+"""Evaluation: the metrics against scikit-learn and their definitions, the generated analysis, and
+`ferkeras evaluate`."""
 
 import json
 
@@ -8,14 +9,8 @@ from conftest import run_main
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from ferkeras.errors import FerkerasError
-from ferkeras.evaluate import (
-    compute_metrics,
-    confusion_csv,
-    load_source,
-    most_confused_pairs,
-    predict,
-    row_normalize,
-)
+from ferkeras.evaluate import confusion_csv, load_source, predict
+from ferkeras.metrics import compute_metrics, fit_temperature, most_confused_pairs, row_normalize
 from ferkeras.spec import CLASS_NAMES
 
 
@@ -98,6 +93,16 @@ def test_calibration_error_and_log_likelihood_match_their_definitions():
     assert compute_metrics(labels, calibrated)["ece"] < 0.015
     # A confidence of exactly 1 is counted, in the last bin.
     assert compute_metrics(np.arange(7), np.eye(7))["calibration_bins"][-1]["images"] == 7
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_probabilities():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (6000, 7))
+    true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(7, p=p) for p in true])
+    for made in (0.5, 2.0):  # overconfident, then timid: the fit undoes it
+        reported = np.exp(logits / made) / np.exp(logits / made).sum(1, keepdims=True)
+        assert fit_temperature(labels, reported) == pytest.approx(1 / made, rel=0.08)
 
 
 def test_most_confused_pairs_rank_by_rate_and_skip_empty_rows():

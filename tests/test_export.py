@@ -371,6 +371,28 @@ def test_an_export_without_the_saved_model_ships_keras_and_int8_only(trained_syn
     assert metadata["artifacts"]["int8"]["parity"]["passed"]
 
 
+def test_calibrate_folds_the_fitted_temperature_into_the_files(trained_synthetic_run, validation, tmp_path):
+    from ferkeras.metrics import fit_temperature
+
+    val, before = validation
+    out, lines = tmp_path / "exp", []
+    result = export(trained_synthetic_run, out, quantize=["none"], calibrate=True, echo=lines.append)
+    assert result.passed, result.failures
+    record = json.loads((out / "metadata.json").read_text())["calibration"]
+    temperature = record["temperature"]
+    assert temperature == pytest.approx(fit_temperature(val.labels, before), rel=1e-6)
+    assert record["images"] == len(val) == 750 and record["nll_after"] < record["nll_before"]
+    # Every file answers softmax(logits / T): the same top class, the probabilities rescaled.
+    scaled = np.exp(np.log(np.clip(before, 1e-7, 1)) / temperature)
+    scaled /= scaled.sum(1, keepdims=True)
+    for runner in (KerasRunner(out / "model.keras"), TFLiteRunner(out / "model_float32.tflite")):
+        after = runner(val.images)
+        np.testing.assert_allclose(after, scaled, atol=1e-4)
+        assert (after.argmax(1) == before.argmax(1)).all()
+    assert any(line.strip().startswith(f"temperature {temperature:.3f}, fitted on 750 val images")
+               for line in lines), lines
+
+
 # ---- the shipped models' folder, the default folder, and the accuracy record ----------------
 
 def fake_package(source, root):

@@ -21,8 +21,10 @@ LAYERS = [
     # media: images, detectors, crops, drawing, frames, tracking
     "ferkeras.media.images", "ferkeras.media.detect", "ferkeras.media.mtcnn", "ferkeras.media.crop",
     "ferkeras.media.draw", "ferkeras.media.frames", "ferkeras.media.track", "ferkeras.media",
-    # the gradient math, then the stages: train (and its multi-worker loop), evaluate, export
-    "ferkeras.gradients", "ferkeras.distributed", "ferkeras.train", "ferkeras.evaluate",
+    # the gradient math, then the stages: train (and its multi-worker loop), evaluate (and its
+    # metrics), export
+    "ferkeras.gradients", "ferkeras.distributed", "ferkeras.train", "ferkeras.metrics",
+    "ferkeras.evaluate",
     "ferkeras.exportmeta", "ferkeras.export",
     # explanations: methods and figures (arrays in, arrays and figures out), and the `viz`
     # commands composed of them and the stages

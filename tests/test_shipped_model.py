@@ -97,7 +97,8 @@ def test_each_shipped_file_passed_the_parity_bars_now_in_force(metadata):
 
 def test_each_engine_is_as_accurate_as_recorded_on_publictest(folder, metadata, fer2013_dir):
     from ferkeras.data import load_dataset
-    from ferkeras.evaluate import accuracy_summary, compute_metrics, figures_of, view_probabilities
+    from ferkeras.evaluate import accuracy_summary, view_probabilities
+    from ferkeras.metrics import compute_metrics, figures_of
     from ferkeras.runners import load_runner
 
     public_test = load_dataset(fer2013_dir).splits["test"]
