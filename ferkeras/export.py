@@ -302,9 +302,9 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
         representative = representative_images(train_split.images, REPRESENTATIVE_IMAGES,
                                                 seed=read_run_config(run_dir)["options"].get("seed", 0))
     keras_probs = KerasRunner(model_path, model)(val_split.images) if measure else None
-    temperature = None
+    calibration_record = None
     if calibrate:
-        temperature = calibrate_temperature(model, val_split, keras_probs, echo)
+        calibration_record = calibrate_temperature(model, val_split, keras_probs, echo)
         keras_probs = KerasRunner(model_path, model)(val_split.images)  # the model every file holds
 
     out.mkdir(parents=True, exist_ok=True)
@@ -343,8 +343,8 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
             len(val_split) if val_split is not None else None,
             len(representative) if representative is not None else None, weights_digest(model))
         # The figures bench/accuracy.py --record measured stay while their files are the same.
-        if temperature:
-            metadata["calibration"] = temperature
+        if calibration_record:
+            metadata["calibration"] = calibration_record
         record_note = carry_accuracy(metadata, read_json(out / METADATA, {}), out)
         write_json_atomic(build / METADATA, metadata)
         result = ExportResult(out, artifacts, metadata)
