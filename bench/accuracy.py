@@ -74,7 +74,8 @@ ROWS = [("accuracy", "accuracy"), ("  with flip TTA", "accuracy_tta"),
         ("  shifts TTA", "accuracy_tta_shifts"),
         ("balanced acc.", "balanced_accuracy"), ("  with flip TTA", "balanced_accuracy_tta"),
         ("  shifts TTA", "balanced_accuracy_tta_shifts"), ("macro F1", "macro_f1"),
-        ("worst recall", "worst_recall"), ("ECE (15 bins)", "ece"), ("NLL", "nll")]
+        ("worst recall", "worst_recall"), ("ECE (15 bins)", "ece"),
+        ("  with flip TTA", "ece_tta"), ("NLL", "nll")]
 
 
 def print_table(figures: dict) -> None:

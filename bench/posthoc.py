@@ -21,15 +21,12 @@ sys.path.insert(0, str(REPO))  # run from a checkout
 
 import numpy as np  # noqa: E402
 
-FLOOR = 1e-7  # an int8 model's probabilities are 0 below its output step; log(0) is not a logit
+from ferkeras.metrics import rescale  # noqa: E402
 
 
 def adjusted(probs: np.ndarray, temperature: float, tau: float, prior: np.ndarray) -> np.ndarray:
     """softmax(log(probs) / temperature - tau * log(prior)), row by row."""
-    logits = np.log(np.clip(probs, FLOOR, 1)) / temperature - tau * np.log(prior)
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return rescale(probs, temperature, -tau * np.log(prior))
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray, tau: float, prior: np.ndarray) -> float:

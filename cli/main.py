@@ -285,11 +285,13 @@ def gradcheck(trials: int, seed: int) -> None:
               "its bar (the figures are still measured and recorded)")
 @click.option("--no-saved-model", is_flag=True, help="leave the SavedModel out of the export "
               "folder (it is still made, to convert the TFLite files from)")
-@click.option("--calibrate", is_flag=True, help="fit a temperature on the run's validation images "
-              "and fold it into every file, so that the probabilities mean what they say")
+@click.option("--calibrate", type=click.Choice(tuple(TTA_METHODS)), is_flag=False,
+              flag_value=DEFAULT_TTA, default=None, help="fit a temperature on the run's validation "
+              "images and fold it into every file, so that the probabilities mean what they say, "
+              f"as averaged over a --tta method's views (alone: {DEFAULT_TTA}, predict's default)")
 @runs_dir_option
 def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out: str | None,
-                   force: bool, no_verify: bool, no_saved_model: bool, calibrate: bool,
+                   force: bool, no_verify: bool, no_saved_model: bool, calibrate: str | None,
                    runs_dir: str) -> None:
     """Export a run's best model as SavedModel and TFLite, checked against the Keras model."""
     with quiet_tensorflow_startup():
@@ -297,7 +299,7 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
 
     result = exporting.export(run, out, tflite=tflite, quantize=quantize, verify=not no_verify,
                               runs_dir=runs_dir, echo=click.echo, saved_model=not no_saved_model,
-                              force=force, calibrate=calibrate)
+                              force=force, calibrate=calibrate or False)
     if result.rejected:  # exit code 1, as for a failed test; 2 stays for bad input
         click.echo(f"Error: parity check failed: {'; '.join(result.failures)} "
                    f"(kept in {result.rejected}/; --no-verify exports anyway)", err=True)

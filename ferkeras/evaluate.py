@@ -182,6 +182,7 @@ def accuracy_summary(model, split: Split) -> dict:
     shifted = compute_metrics(split.labels, np.mean(views, axis=0))
     return {"images": len(split), **figures_of(plain),
             "accuracy_tta": mirrored["accuracy"], "balanced_accuracy_tta": mirrored["balanced_accuracy"],
+            "ece_tta": mirrored["ece"],  # predict's default path (flip) is what users feel
             "accuracy_tta_shifts": shifted["accuracy"],
             "balanced_accuracy_tta_shifts": shifted["balanced_accuracy"],
             "recall": {name: c["recall"] for name, c in plain["per_class"].items()}}

@@ -8,9 +8,7 @@ SavedModel, then run on the run's validation images and compared with the Keras 
 agreement and accuracy against the bar in FORMATS. Everything is built in a temporary folder
 beside the export folder and moved in only when every check passes, so an interrupted or failed
 export leaves the previous artefacts whole; a failed one is kept in <out>-rejected/ for inspection.
-
-Past 400 lines because the format table, conversion, parity check and the atomic install of
-the folder are one transaction that reads best in one place.
+A model of an export folder (the shipped ones) re-exports with the data its metadata.json names.
 """
 
 from __future__ import annotations
@@ -27,15 +25,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ferkeras.calibrate import calibrate_temperature
 from ferkeras.config import RUNS_DIR, did_you_mean
-from ferkeras.data import Split
 from ferkeras.errors import FerkerasError, quiet_stderr
 from ferkeras.exportmeta import METADATA, carry_accuracy, export_metadata, file_digest, weights_digest
 from ferkeras.fileio import read_json, write_json_atomic
-from ferkeras.metrics import calibration, fit_temperature
-from ferkeras.model import fold_temperature, load_model, uncompiled_copy
-from ferkeras.runners import KerasRunner, SavedModelRunner, TFLiteRunner
-from ferkeras.runs import find_model, is_shipped, read_run_config, run_of_model, run_splits, shipped_dir
+from ferkeras.model import load_model, uncompiled_copy
+from ferkeras.runners import DEFAULT_TTA, KerasRunner, SavedModelRunner, TFLiteRunner, tta_method
+from ferkeras.runs import (
+    exported_source,
+    find_model,
+    is_shipped,
+    load_run_data,
+    read_run_config,
+    run_of_model,
+    shipped_dir,
+    split_as_run,
+)
 
 # TFLite's guide asks for "a few hundred" calibration images; 300 and 1,000 gave the same
 # agreement on FER2013 (and 1,000 took twice as long to convert).
@@ -272,7 +278,7 @@ def default_out(model_path: Path, run_dir: Path | None) -> Path:
 def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
            tflite: bool = False, quantize: Iterable[str] | None = None, verify: bool = True,
            runs_dir: str | os.PathLike = RUNS_DIR, echo: Echo = print,
-           saved_model: bool = True, force: bool = False, calibrate: bool = False) -> ExportResult:
+           saved_model: bool = True, force: bool = False, calibrate: bool | str = False) -> ExportResult:
     """Export a run's best model (or a .keras file) as .keras, SavedModel and TFLite, checking parity.
 
     out defaults to the run's exported/ (runs/NAME/exported), or <stem>_exported/ beside a model
@@ -281,7 +287,8 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
     are; verify decides whether a miss keeps the export out (True) or is only recorded (False).
     saved_model=False leaves the SavedModel out of `out` (it is still made: TFLite converts it).
     calibrate fits a temperature on the validation images and folds it into every format
-    (calibrate_temperature).
+    (calibrate_temperature): for a TTA method's views (a TTA_METHODS name), True for DEFAULT_TTA,
+    the one that predict, serve and compat use.
     """
     formats = select_formats(tflite, quantize)
     model_path = find_model(run, runs_dir)
@@ -289,22 +296,28 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
     out = Path(out) if out is not None else default_out(model_path, run_dir)
     check_out(out, force)  # before anything is loaded, made or moved
     needs_data = verify or calibrate or any(f.calibrated for f in formats)
-    measure = run_dir is not None
-    if needs_data and run_dir is None:
-        raise FerkerasError(f"{model_path} is not in a run folder, so there are no training images "
-                            "to calibrate int8 and no validation images to check parity; export "
-                            "the run, or pass --no-verify without --quantize int8 or --calibrate")
+    # A model of an export folder (the shipped ones) re-exports with its run's data and split,
+    # as its metadata.json records them.
+    source = None if run_dir else exported_source(model_path)
+    options = read_run_config(run_dir)["options"] if run_dir else source and source["options"]
+    measure = options is not None
+    if needs_data and not measure:
+        raise FerkerasError(f"{model_path} is neither in a run folder nor beside a metadata.json "
+                            "that names its data, so there are no training images to calibrate "
+                            "int8 and no validation images to check parity; export the run, or "
+                            "pass --no-verify without --quantize int8 or --calibrate")
     echo(f"Exporting {model_path} to {out}/")
     model = load_model(model_path)
-    train_split, val_split = run_splits(run_dir) if measure else (None, None)
+    train_split, val_split = split_as_run(load_run_data(options), options) if measure else (None, None)
     representative = None
     if any(f.calibrated for f in formats):
         representative = representative_images(train_split.images, REPRESENTATIVE_IMAGES,
-                                                seed=read_run_config(run_dir)["options"].get("seed", 0))
+                                                seed=options.get("seed", 0))
     keras_probs = KerasRunner(model_path, model)(val_split.images) if measure else None
     calibration_record = None
     if calibrate:
-        calibration_record = calibrate_temperature(model, val_split, keras_probs, echo)
+        calibration_record = calibrate_temperature(
+            model, val_split, tta_method(DEFAULT_TTA if calibrate is True else calibrate), echo)
         keras_probs = KerasRunner(model_path, model)(val_split.images)  # the model every file holds
 
     out.mkdir(parents=True, exist_ok=True)
@@ -338,7 +351,7 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
                 echo(f"    {artifact.parity.describe()}")
             artifacts.append(artifact)
         metadata = export_metadata(
-            model_path, run_dir, {a.format.name: a.to_dict() for a in artifacts},
+            model_path, run_dir, source, {a.format.name: a.to_dict() for a in artifacts},
             next((a.parity.keras_accuracy for a in artifacts if a.parity), None),
             len(val_split) if val_split is not None else None,
             len(representative) if representative is not None else None, weights_digest(model))
@@ -365,21 +378,6 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
         return result
     finally:
         shutil.rmtree(build, ignore_errors=True)
-
-
-def calibrate_temperature(model: keras.Model, val: Split, probs: np.ndarray, echo: Echo = print) -> dict:
-    """Fit a temperature to the validation images' probabilities, fold it into the model's last
-    layer, and say what it did to the calibration: the record metadata.json keeps."""
-    temperature = fit_temperature(val.labels, probs)
-    before = calibration(val.labels, probs)
-    scaled = np.log(np.clip(probs, 1e-7, 1.0)) / temperature
-    after = calibration(val.labels, np.exp(scaled) / np.exp(scaled).sum(axis=1, keepdims=True))
-    fold_temperature(model, temperature)
-    echo(f"  temperature {temperature:.3f}, fitted on {len(val):,} val images: expected calibration "
-         f"error {before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}")
-    return {"temperature": temperature, "images": len(val), "ece_before": before["ece"],
-            "ece_after": after["ece"], "nll_before": before["nll"], "nll_after": after["nll"],
-            "how": "the last layer's kernel and bias divided by the temperature (logits / T)"}
 
 
 def _save_without_optimizer(model: keras.Model, path: Path) -> None:

@@ -93,14 +93,25 @@ def carry_accuracy(metadata: dict, previous: dict, folder: Path) -> str | None:
             f"{', '.join(dropped)}: not the files it measured")
 
 
-def export_metadata(model_path: Path, run_dir: Path | None, artifacts: dict[str, dict],
-                    keras_accuracy: float | None, val_images: int | None,
+def export_metadata(model_path: Path, run_dir: Path | None, exported_from: dict | None,
+                    artifacts: dict[str, dict], keras_accuracy: float | None, val_images: int | None,
                     representative_images: int | None, weights_sha256: str) -> dict:
-    """metadata.json of an export: labels, input and output, source run, figures, weights digest."""
+    """metadata.json of an export: labels, input and output, source run, figures, weights digest.
+
+    exported_from: the source record of an export that this one re-exports (runs.exported_source),
+    kept as it is, with the model file it came from."""
     import tensorflow as tf  # loaded already: the export ran it
 
     run_config = read_run_config(run_dir) if run_dir else {}
     options = run_config.get("options", {})
+    source = {"run": portable_path(run_dir, keep=2), "model": portable_path(model_path, keep=3),
+              "data": portable_path(options.get("data")), "val_split": options.get("val_split"),
+              "seed": options.get("seed"), "command": portable_command(run_config.get("command")),
+              "trained": run_config.get("created"),
+              "options": {k: portable_paths(v) if isinstance(v, str) else v
+                          for k, v in options.items()} or None}
+    if exported_from:
+        source = {**exported_from, "reexported_from": portable_path(model_path, keep=3)}
     return {
         "labels": list(CLASS_NAMES),
         "input": {"shape": [None, 48, 48, 1], "dtype": "float32 (int8 in model_int8.tflite)",
@@ -109,12 +120,7 @@ def export_metadata(model_path: Path, run_dir: Path | None, artifacts: dict[str,
                                    "scales by 1/255 and replicates gray to 3 channels itself"},
         "output": {"shape": [None, len(CLASS_NAMES)],
                    "meaning": "softmax probabilities in labels order"},
-        "source": {"run": portable_path(run_dir, keep=2), "model": portable_path(model_path, keep=3),
-                   "data": portable_path(options.get("data")), "val_split": options.get("val_split"),
-                   "seed": options.get("seed"), "command": portable_command(run_config.get("command")),
-                   "trained": run_config.get("created"),
-                   "options": {k: portable_paths(v) if isinstance(v, str) else v
-                               for k, v in options.items()} or None},
+        "source": source,
         "export_command": portable_command(command_line()),
         WEIGHTS_DIGEST: weights_sha256,
         "validation": {"images": val_images, "keras_accuracy": keras_accuracy},

@@ -6,6 +6,8 @@ the sentences that describe it. NumPy and scikit-learn only: no model, no Tensor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ferkeras.spec import CLASS_NAMES
@@ -43,19 +45,27 @@ def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_B
     return {"ece": float(ece), "nll": nll, "bins": rows}
 
 
-def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The temperature T that minimises the negative log-likelihood of softmax(log(probs) / T):
-    above 1 for an overconfident model, below 1 for a timid one; it never changes the top class."""
+def rescale(probs: np.ndarray, temperature: float = 1.0, shift: np.ndarray | float = 0.0) -> np.ndarray:
+    """softmax(log(probs) / temperature + shift), row by row: probabilities under a temperature
+    (and a per-class logit shift), as a model whose logits were so scaled would give them."""
+    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1.0)) / temperature + shift
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(labels: np.ndarray, views: np.ndarray | Sequence[np.ndarray]) -> float:
+    """The temperature T that minimises the negative log-likelihood of softmax(log(probs) / T),
+    averaged over views (each TTA view's probabilities; one array is one view): above 1 for an
+    overconfident model, below 1 for a timid one; it never changes a view's top class."""
     from scipy.optimize import minimize_scalar
 
-    labels = np.asarray(labels)
-    log_probs = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1.0))
-    rows = np.arange(len(labels))
+    views = [views] if isinstance(views, np.ndarray) and views.ndim == 2 else list(views)
+    rows, labels = np.arange(len(labels)), np.asarray(labels)
 
     def nll(temperature: float) -> float:
-        scaled = log_probs / temperature
-        scaled -= scaled.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(scaled).sum(axis=1)) - scaled[rows, labels]))
+        probs = np.mean([rescale(view, temperature) for view in views], axis=0)
+        return float(-np.mean(np.log(probs[rows, labels] + 1e-300)))
 
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
 

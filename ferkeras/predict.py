@@ -24,13 +24,8 @@ from ferkeras.media.crop import crop_detection, is_face_crop
 from ferkeras.media.detect import DETECTORS, Box, Detection, Detector, HaarDetector
 from ferkeras.media.draw import draw_faces
 from ferkeras.media.images import IMAGE_SUFFIXES, as_rgb, image_paths, read_image, to_gray
-from ferkeras.runners import BATCH_SIZE, Runner, load_runner, tta_method
+from ferkeras.runners import BATCH_SIZE, DEFAULT_TTA, Runner, load_runner, tta_method
 from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
-
-# Shipped int8 model on PublicTest: 0.6640 -> 0.6801 for 0.17 ms more a face; shifts adds 0.7
-# points for 1.5 ms more (bench/predict_tta.py). Detection takes about 75 ms of a 640x480 frame.
-DEFAULT_TTA = "flip"
-
 
 # ---------------------------------------------------------------------------- records
 

@@ -111,6 +111,18 @@ def run_of_model(model_path: str | os.PathLike) -> Path | None:
     return parent if (parent / "config.json").is_file() else None
 
 
+def exported_source(model_path: str | os.PathLike) -> dict | None:
+    """The source record (run, command, options) of a model in an export folder, from the
+    metadata.json beside it, when it names the options that rebuild the run's split; else None."""
+    metadata_file = Path(model_path).parent / "metadata.json"
+    if not metadata_file.is_file():
+        return None
+    metadata = read_json(metadata_file, what="the export's metadata")
+    source = metadata.get("source") if isinstance(metadata, dict) else None
+    options = source.get("options") if isinstance(source, dict) else None
+    return source if isinstance(options, dict) and options.get("data") else None
+
+
 def read_run_config(run_dir: str | os.PathLike) -> dict:
     """A run's config.json (its options, data, epochs, versions), or a one-line error."""
     config_file = Path(run_dir) / "config.json"

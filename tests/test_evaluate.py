@@ -10,7 +10,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision
 
 from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import confusion_csv, load_source, predict
-from ferkeras.metrics import compute_metrics, fit_temperature, most_confused_pairs, row_normalize
+from ferkeras.metrics import compute_metrics, fit_temperature, most_confused_pairs, rescale, row_normalize
 from ferkeras.spec import CLASS_NAMES
 
 
@@ -103,6 +103,12 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_probabilities():
     for made in (0.5, 2.0):  # overconfident, then timid: the fit undoes it
         reported = np.exp(logits / made) / np.exp(logits / made).sum(1, keepdims=True)
         assert fit_temperature(labels, reported) == pytest.approx(1 / made, rel=0.08)
+    # rescale is the softmax of the rescaled logits: here back to the true probabilities (from
+    # the timid ones; the overconfident ones hold probabilities below the 1e-7 floor)
+    np.testing.assert_allclose(rescale(reported, 0.5), true, atol=1e-9)
+    shift = np.log(np.arange(1, 8))
+    shifted = np.exp(logits + shift) / np.exp(logits + shift).sum(1, keepdims=True)
+    np.testing.assert_allclose(rescale(true, 1.0, shift), shifted, atol=1e-9)
 
 
 def test_most_confused_pairs_rank_by_rate_and_skip_empty_rows():

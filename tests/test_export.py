@@ -15,8 +15,9 @@ from ferkeras.cli.main import cli
 from ferkeras import export as exporting
 from ferkeras import exportmeta
 from ferkeras.errors import FerkerasError
-from ferkeras.export import FORMATS, export, run_splits, select_formats
+from ferkeras.export import FORMATS, export, select_formats
 from ferkeras.runners import KerasRunner, Quantization, TFLiteRunner, dequantize, quantize
+from ferkeras.runs import run_splits
 
 ALL_QUANTIZATIONS = ["none", "float16", "dynamic", "int8", "int16x8"]
 
@@ -278,7 +279,7 @@ def test_select_formats_defaults_and_typos():
 def test_export_needs_a_run_for_int8_and_parity(trained_synthetic_run, tmp_path):
     loose = tmp_path / "loose.keras"
     loose.write_bytes((trained_synthetic_run / "model.keras").read_bytes())
-    with pytest.raises(FerkerasError, match="not in a run folder"):
+    with pytest.raises(FerkerasError, match="neither in a run folder nor beside a metadata.json"):
         export(loose, tmp_path / "out", tflite=True, echo=lambda line: None)
     result = export(loose, tmp_path / "out", quantize=["none"], verify=False, echo=lambda line: None)
     assert (tmp_path / "out" / "model_float32.tflite").is_file() and result.passed
@@ -371,26 +372,49 @@ def test_an_export_without_the_saved_model_ships_keras_and_int8_only(trained_syn
     assert metadata["artifacts"]["int8"]["parity"]["passed"]
 
 
-def test_calibrate_folds_the_fitted_temperature_into_the_files(trained_synthetic_run, validation, tmp_path):
-    from ferkeras.metrics import fit_temperature
+def test_calibrate_folds_the_fitted_temperature_into_the_files(exported_synthetic_run, validation,
+                                                               tmp_path):
+    """export --calibrate, here of an export folder's model, as the shipped models are re-exported:
+    the folder's metadata.json names the run's data and split, and the new one keeps that record."""
+    from ferkeras.evaluate import view_probabilities
+    from ferkeras.metrics import fit_temperature, rescale
 
     val, before = validation
     out, lines = tmp_path / "exp", []
-    result = export(trained_synthetic_run, out, quantize=["none"], calibrate=True, echo=lines.append)
+    result = export(exported_synthetic_run / "model.keras", out, quantize=["none"], calibrate=True,
+                    echo=lines.append)
     assert result.passed, result.failures
-    record = json.loads((out / "metadata.json").read_text())["calibration"]
+    metadata = json.loads((out / "metadata.json").read_text())
+    source = json.loads((exported_synthetic_run / "metadata.json").read_text())["source"]
+    assert metadata["source"] == {**source, "reexported_from": "synthetic_export/exported/model.keras"}
+    assert metadata["validation"]["images"] == 750
+    record = metadata["calibration"]
     temperature = record["temperature"]
-    assert temperature == pytest.approx(fit_temperature(val.labels, before), rel=1e-6)
+    # Fitted for predict's default, flip: the mean of each view's rescaled probabilities.
+    views = view_probabilities(KerasRunner(exported_synthetic_run / "model.keras"), val.images,
+                               mirror=True)
+    assert record["tta"] == "flip"
+    assert temperature == pytest.approx(fit_temperature(val.labels, views), rel=1e-6)
+    assert temperature != pytest.approx(fit_temperature(val.labels, before), rel=1e-3)
     assert record["images"] == len(val) == 750 and record["nll_after"] < record["nll_before"]
     # Every file answers softmax(logits / T): the same top class, the probabilities rescaled.
-    scaled = np.exp(np.log(np.clip(before, 1e-7, 1)) / temperature)
-    scaled /= scaled.sum(1, keepdims=True)
+    scaled = rescale(before, temperature)
     for runner in (KerasRunner(out / "model.keras"), TFLiteRunner(out / "model_float32.tflite")):
         after = runner(val.images)
         np.testing.assert_allclose(after, scaled, atol=1e-4)
         assert (after.argmax(1) == before.argmax(1)).all()
-    assert any(line.strip().startswith(f"temperature {temperature:.3f}, fitted on 750 val images")
-               for line in lines), lines
+    assert any(line.strip().startswith(f"temperature {temperature:.3f}, fitted on 750 val images "
+                                       "with --tta flip") for line in lines), lines
+
+
+@pytest.mark.parametrize("flags, calibrate", [([], False), (["--calibrate"], "flip"),
+                                              (["--calibrate", "none"], "none"),
+                                              (["--calibrate", "shifts"], "shifts")])
+def test_calibrate_flag_names_the_tta_it_fits_for(flags, calibrate, monkeypatch):
+    called = {}
+    monkeypatch.setattr(exporting, "export", lambda *args, **kwargs: called.update(kwargs))
+    CliRunner().invoke(cli, ["export", "somerun", *flags])
+    assert called["calibrate"] == calibrate
 
 
 # ---- the shipped models' folder, the default folder, and the accuracy record ----------------

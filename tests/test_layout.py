@@ -22,9 +22,9 @@ LAYERS = [
     "ferkeras.media.images", "ferkeras.media.detect", "ferkeras.media.mtcnn", "ferkeras.media.crop",
     "ferkeras.media.draw", "ferkeras.media.frames", "ferkeras.media.track", "ferkeras.media",
     # the gradient math, then the stages: train (and its multi-worker loop), evaluate (and its
-    # metrics), export
+    # metrics), calibration, export
     "ferkeras.gradients", "ferkeras.distributed", "ferkeras.train", "ferkeras.metrics",
-    "ferkeras.evaluate",
+    "ferkeras.evaluate", "ferkeras.calibrate",
     "ferkeras.exportmeta", "ferkeras.export",
     # explanations: methods and figures (arrays in, arrays and figures out), and the `viz`
     # commands composed of them and the stages
