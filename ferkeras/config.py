@@ -26,6 +26,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
 MIXES = ("none", "mixup", "cutmix")
+SELECTIONS = ("accuracy", "balanced")  # the validation figure that picks model.keras's epoch
 ARCHITECTURES = ("reference", "large")  # model.build_model
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies
@@ -92,6 +93,9 @@ class TrainConfig:
     logit_adjust: float = _opt(0.0, "train on the logit-adjusted loss (Menon et al. 2021): each "
                                "class's logit shifted by TAU*log(its share of train), so that the "
                                "model favours no class for being frequent; 1 is the paper's, 0 off")
+    select: str = _opt("accuracy", "the epoch kept as model.keras: the best validation accuracy, "
+                                   "or balanced accuracy (the mean of the per-class recalls), "
+                                   "which does not favour the frequent expressions", SELECTIONS)
     channels: int = _opt(3, "conv input channels: 3 = gray replicated as the reference, or 1")
     arch: str = _opt("reference", "architecture: reference = the report's 322,039-parameter CNN; "
                                   "large = a VGG-style network after Khaireddin & Chen (2021), "

@@ -71,6 +71,41 @@ class LogitAdjustedCrossentropy(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="ferkeras")
+class BalancedAccuracy(keras.metrics.Metric):
+    """The mean of the per-class recalls over the batches seen (classes with no image left out):
+    accuracy as if every expression were equally frequent, as scikit-learn's
+    balanced_accuracy_score. Targets may be soft (mixing, distillation): their top class counts.
+    Sample weights are ignored; a class weight leaves each class's recall as it is."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, name: str = "balanced_accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.hits = self.add_variable(shape=(num_classes,), initializer="zeros", name="hits")
+        self.images = self.add_variable(shape=(num_classes,), initializer="zeros", name="images")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        true = ops.argmax(y_true, axis=-1)
+        of_class = ops.one_hot(true, self.num_classes, dtype="float32")
+        hit = ops.cast(ops.equal(true, ops.argmax(y_pred, axis=-1)), "float32")
+        self.images.assign_add(ops.sum(of_class, axis=0))
+        self.hits.assign_add(ops.sum(of_class * ops.expand_dims(hit, -1), axis=0))
+
+    def result(self):
+        ops = keras.ops
+        seen = ops.cast(self.images > 0, "float32")
+        recall = self.hits / ops.maximum(self.images, 1.0)
+        return ops.sum(recall * seen) / ops.maximum(ops.sum(seen), 1.0)
+
+    def reset_state(self):
+        for variable in (self.hits, self.images):
+            variable.assign(keras.ops.zeros_like(variable))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="ferkeras")
 class FusedBatchNormalization(layers.BatchNormalization):
     """BatchNormalization whose training step is TensorFlow's fused kernel.
 

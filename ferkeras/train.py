@@ -33,7 +33,14 @@ from ferkeras.data import EVAL_BATCH_SIZE, Split, load_dataset, train_val_splits
 from ferkeras.distributed import fit_multiworker, is_chief, is_multiworker, make_strategy, with_class_weight
 from ferkeras.errors import FerkerasError, first_line
 from ferkeras.fileio import write_json_atomic, write_text_atomic
-from ferkeras.model import LogitAdjustedCrossentropy, build_model, float32_copy, load_model, save_model
+from ferkeras.model import (
+    BalancedAccuracy,
+    LogitAdjustedCrossentropy,
+    build_model,
+    float32_copy,
+    load_model,
+    save_model,
+)
 from ferkeras.runs import find_model, find_run, new_run_dir, read_history, read_run_config
 from ferkeras.spec import CLASS_NAMES, NUM_CLASSES
 
@@ -45,7 +52,8 @@ AUGMENT_STRENGTH = {
     "strong": (0.15, 20.0, 0.20),
 }
 HISTORY_FIELDS = ("epoch", "seconds", "train_seconds", "lr", "loss", "accuracy", "val_loss",
-                  "val_accuracy")
+                  "val_accuracy", "balanced_accuracy", "val_balanced_accuracy")
+SELECTED_BY = {"accuracy": "val_accuracy", "balanced": "val_balanced_accuracy"}  # --select
 
 Echo = Callable[[str], None]
 Teacher = Callable[[tf.Tensor], tf.Tensor]  # float 0-255 images (B,48,48,1) -> probabilities (B,7)
@@ -259,7 +267,7 @@ def compile_model(model: keras.Model, config: TrainConfig, total_steps: int,
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     model.compile(optimizer=make_optimizer(config, total_steps, warmup_steps), loss=loss,
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), BalancedAccuracy()])
 
 
 def class_prior(labels: np.ndarray) -> np.ndarray:
@@ -326,18 +334,18 @@ class HistoryFiles(keras.callbacks.Callback):
 
 
 class BestModel(keras.callbacks.Callback):
-    """model.keras: the model of the best validation accuracy so far, saved atomically.
+    """model.keras: the model of the best validation figure (monitor) so far, saved atomically.
 
     Keras' ModelCheckpoint writes straight into the file, so a kill mid-save would lose the
     best model; best starts from a resumed run's history, so a worse epoch never replaces it.
     """
 
-    def __init__(self, path: Path, best: float | None = None):
+    def __init__(self, path: Path, best: float | None = None, monitor: str = "val_accuracy"):
         super().__init__()
-        self.path, self.best = path, best
+        self.path, self.best, self.monitor = path, best, monitor
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_accuracy")
+        value = (logs or {}).get(self.monitor)
         if value is not None and (self.best is None or value > self.best):
             self.best = float(value)
             save_model(float32_copy(self.model), self.path)
@@ -485,11 +493,12 @@ def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, e
     val_ds = make_pipeline(val_split, EVAL_BATCH_SIZE)
 
     # A resumed run's best model so far is its history's best.
-    best_so_far = max((r["val_accuracy"] for r in read_history(run_dir)), default=None)
+    monitor = SELECTED_BY[config.select]
+    best_so_far = max((r[monitor] for r in read_history(run_dir) if monitor in r), default=None)
     callbacks = [
         EpochLog(epochs, echo),
         HistoryFiles(run_dir),
-        BestModel(run_dir / "model.keras", best_so_far),
+        BestModel(run_dir / "model.keras", best_so_far, monitor),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,
                                     profile_batch=0),
         # Last, so an epoch is backed up only once its history row is written: a kill in
@@ -514,26 +523,32 @@ def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, e
         raise
 
     save_model(float32_copy(model), run_dir / "last.keras")
-    metrics = _final_metrics(run_dir, val_ds, read_history(run_dir), len(train_split))
+    metrics = _final_metrics(run_dir, val_ds, read_history(run_dir), len(train_split), monitor)
     write_json_atomic(run_dir / "metrics.json", metrics)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    echo(f"Best val accuracy {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']}; "
+    kept = (f"Best val accuracy {metrics['best_val_accuracy']:.4f}" if config.select == "accuracy" else
+            f"Best val balanced accuracy {metrics['best_val_balanced_accuracy']:.4f} (accuracy "
+            f"{metrics['best_val_accuracy']:.4f})")
+    echo(f"{kept} at epoch {metrics['best_epoch']}; "
          f"run saved to {run_dir}/ (tensorboard --logdir {run_dir.parent})")
     return run_dir
 
 
 def _final_metrics(run_dir: Path, val_ds: tf.data.Dataset, history: list[dict],
-                   train_images: int) -> dict:
-    """Re-evaluate the best checkpoint on the validation data and summarise the history."""
+                   train_images: int, monitor: str = "val_accuracy") -> dict:
+    """Re-evaluate the kept checkpoint (the best by monitor) on the validation data and
+    summarise the history."""
     best = load_model(run_dir / "model.keras")
     best.compile(loss="categorical_crossentropy",
-                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-    val_loss, val_accuracy = best.evaluate(val_ds, verbose=0)
-    best_row = max(history, key=lambda r: r["val_accuracy"])
+                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), BalancedAccuracy()])
+    val_loss, val_accuracy, val_balanced = best.evaluate(val_ds, verbose=0)
+    best_row = max((r for r in history if monitor in r), key=lambda r: r[monitor])
     train_seconds = float(np.median([r["train_seconds"] for r in history]))
     return {
         "best_epoch": best_row["epoch"],
+        "selected_by": monitor,
         "best_val_accuracy": float(val_accuracy),
+        "best_val_balanced_accuracy": float(val_balanced),
         "best_val_loss": float(val_loss),
         "final_val_accuracy": history[-1]["val_accuracy"],
         "epochs": len(history),

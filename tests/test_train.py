@@ -78,6 +78,27 @@ def test_balanced_class_weight_inverts_frequency():
     assert weights[0] * 90 + weights[1] * 10 == pytest.approx(100)
 
 
+def test_balanced_accuracy_metric_is_sklearns_over_batches_and_serialises():
+    import keras
+    from sklearn.metrics import balanced_accuracy_score
+
+    from ferkeras.model import BalancedAccuracy
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice([0, 1, 3, 6], size=300, p=[0.6, 0.2, 0.15, 0.05])  # 3 classes absent
+    probs = rng.dirichlet(np.ones(7), size=300)
+    soft = 0.7 * np.eye(7)[labels] + 0.3 / 7  # soft targets: their top class counts
+    metric = BalancedAccuracy()
+    for batch in np.array_split(np.arange(300), 4):
+        metric.update_state(soft[batch], probs[batch])
+    expected = balanced_accuracy_score(labels, probs.argmax(1))
+    assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
+    again = keras.metrics.deserialize(keras.metrics.serialize(metric))
+    assert isinstance(again, BalancedAccuracy) and again.name == "balanced_accuracy"
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+
+
 def test_logit_adjusted_loss_is_the_shifted_cross_entropy_and_serialises():
     import keras
 
@@ -353,13 +374,20 @@ def test_train_with_a_teacher_and_cutmix_end_to_end(trained_synthetic_run, tmp_p
     from ferkeras.train import train
 
     lines = []
-    run = train(TrainConfig(data="synthetic:600", epochs=1, teacher=str(trained_synthetic_run),
-                            distill=0.5, mix="cutmix", logit_adjust=1.0, runs_dir=str(tmp_path),
-                            name="student"),
+    run = train(TrainConfig(data="synthetic:600", epochs=2, teacher=str(trained_synthetic_run),
+                            distill=0.5, mix="cutmix", logit_adjust=1.0, select="balanced",
+                            runs_dir=str(tmp_path), name="student"),
                 echo=lines.append)
     options = json.loads((run / "config.json").read_text())["options"]
     assert options["teacher"] == str(trained_synthetic_run) and options["mix"] == "cutmix"
-    assert options["logit_adjust"] == 1.0
+    assert options["logit_adjust"] == 1.0 and options["select"] == "balanced"
+    # --select balanced: model.keras is the epoch of the best validation balanced accuracy, and
+    # re-evaluated it gives that epoch's figure.
+    history, metrics = read_history(run), json.loads((run / "metrics.json").read_text())
+    best = max(history, key=lambda r: r["val_balanced_accuracy"])
+    assert metrics["selected_by"] == "val_balanced_accuracy" and metrics["best_epoch"] == best["epoch"]
+    assert metrics["best_val_balanced_accuracy"] == pytest.approx(best["val_balanced_accuracy"], abs=1e-4)
+    assert lines[-1].startswith("Best val balanced accuracy")
     assert any(line.startswith("Teacher ") for line in lines) and (run / "model.keras").is_file()
     # Soft targets, mixed, under the logit-adjusted loss, which the saved model carries.
     from ferkeras.model import LogitAdjustedCrossentropy, load_model
