@@ -298,9 +298,10 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
     needs_data = verify or calibrate or any(f.calibrated for f in formats)
     # A model of an export folder (the shipped ones) re-exports with its run's data and split,
     # as its metadata.json records them.
+    # Its data is read only when needed: a copied export folder may sit far from it.
     source = None if run_dir else exported_source(model_path)
     options = read_run_config(run_dir)["options"] if run_dir else source and source["options"]
-    measure = options is not None
+    measure = options is not None and (run_dir is not None or needs_data)
     if needs_data and not measure:
         raise FerkerasError(f"{model_path} is neither in a run folder nor beside a metadata.json "
                             "that names its data, so there are no training images to calibrate "

@@ -276,13 +276,26 @@ def test_select_formats_defaults_and_typos():
         select_formats(quantize=["int"])
 
 
-def test_export_needs_a_run_for_int8_and_parity(trained_synthetic_run, tmp_path):
+def test_export_needs_a_run_for_int8_and_parity(trained_synthetic_run, exported_synthetic_run, tmp_path):
     loose = tmp_path / "loose.keras"
     loose.write_bytes((trained_synthetic_run / "model.keras").read_bytes())
     with pytest.raises(FerkerasError, match="neither in a run folder nor beside a metadata.json"):
         export(loose, tmp_path / "out", tflite=True, echo=lambda line: None)
     result = export(loose, tmp_path / "out", quantize=["none"], verify=False, echo=lambda line: None)
     assert (tmp_path / "out" / "model_float32.tflite").is_file() and result.passed
+    # A copied export folder whose data is not on this machine: its metadata.json is read for
+    # the data only when the export needs it, and then the error names that data.
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    (copied / "model.keras").write_bytes((exported_synthetic_run / "model.keras").read_bytes())
+    metadata = json.loads((exported_synthetic_run / "metadata.json").read_text())
+    metadata["source"]["options"]["data"] = str(tmp_path / "nowhere")
+    (copied / "metadata.json").write_text(json.dumps(metadata))
+    export(copied / "model.keras", tmp_path / "out2", quantize=["none"], verify=False,
+           echo=lambda line: None)
+    assert (tmp_path / "out2" / "model_float32.tflite").is_file()
+    with pytest.raises(FerkerasError, match="nowhere"):
+        export(copied / "model.keras", tmp_path / "out3", calibrate=True, echo=lambda line: None)
 
 
 def test_interrupted_export_leaves_previous_artifacts_whole(trained_synthetic_run, exported_synthetic_run,
