@@ -12,7 +12,7 @@ from conftest import run_main
 from ferkeras.runs import read_history
 
 FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
-TRAIN = ["train", "--data", "synthetic:4000", "--epochs", "4", "--name", "mw"]
+TRAIN = ["train", "--data", "synthetic:2000", "--epochs", "4", "--name", "mw"]
 RUN_FILES = {"config.json", "history.csv", "history.json", "last.keras", "metrics.json",
              "model.keras", "tensorboard"}
 
@@ -71,26 +71,29 @@ def test_two_workers_finish_and_only_the_chief_writes_the_run(two_worker_run):
 
 
 # One worker's final validation accuracy with TRAIN's data, epochs and global batch (128), seeds
-# 0-2: 0.927, 0.942, 0.934 (train(TrainConfig(data="synthetic:4000", epochs=4, seed=s)) on an
+# 0-2: 0.852, 0.816, 0.854 (train(TrainConfig(data="synthetic:2000", epochs=4, seed=s)) on an
 # AMD EPYC with AVX-512). A run of its own beside the two workers re-proved that on every test
-# run; the measured range is the steadier yardstick.
-ONE_WORKER_ACCURACY = (0.927, 0.942)
+# run; the measured range is the steadier yardstick. (4,000 faces took twice the time and
+# proved no more.)
+ONE_WORKER_ACCURACY = (0.816, 0.854)
 
 
 def test_two_workers_learn_as_one_worker_with_the_same_global_batch(two_worker_run):
     chief_runs, _, _ = two_worker_run
     two_workers = read_history(chief_runs / "mw")
     # The same global batch and schedule: the final accuracy falls where one worker's does, within
-    # run-to-run noise (differently shuffled and augmented; 1,000 validation faces): 0.04 is about
-    # three standard deviations of a difference (sampling, about 0.011, and seeds, about 0.008).
+    # run-to-run noise (differently shuffled and augmented; 500 validation faces): 0.06 is about
+    # three standard deviations of the two-worker run's own (sampling, about 0.016, and seeds,
+    # about 0.018). A run that does not learn stays near 1/7.
     assert len(two_workers) == 4
     low, high = ONE_WORKER_ACCURACY
-    assert low - 0.04 < two_workers[-1]["val_accuracy"] < high + 0.04
+    assert low - 0.06 < two_workers[-1]["val_accuracy"] < high + 0.06
     # The history's validation ran on both workers, each with its own batch-norm statistics; the
-    # best model's re-evaluation runs on the chief alone: 3 of the 1,000 faces apart in one run
-    # (0.927 against 0.930; the old bar, 0.003, failed on that), 0 to 2 in others.
+    # best model's re-evaluation runs on the chief alone: 3, 1 and 1 of the 500 faces apart in
+    # three runs (two-worker final accuracies 0.852, 0.868, 0.868), as 3 of 1,000 were with 4,000
+    # faces: the bar is twice the worst seen.
     metrics = json.loads((chief_runs / "mw" / "metrics.json").read_text())
-    assert abs(metrics["best_val_accuracy"] - max(r["val_accuracy"] for r in two_workers)) <= 0.01
+    assert abs(metrics["best_val_accuracy"] - max(r["val_accuracy"] for r in two_workers)) <= 0.012
 
 
 def test_a_multiworker_run_cannot_resume(two_worker_run, tmp_path, monkeypatch, capsys):
