@@ -1,24 +1,23 @@
 """`ferkeras serve`: a JSON API and a live webcam page, on FastAPI and uvicorn.
 
-The model and detector load once, at start-up, into a pool of workers (one per core by
-default, `--workers`), each with its own LiteRT interpreter and its own detector: neither is
-safe to call from two threads at once (a Haar cascade shared by two threads crashes or mixes up
-boxes), and with one each no worker waits on another's lock. The workers are threads, not
-processes: OpenCV's cascade and LiteRT's invoke release the GIL, so on this 2-core machine two
-threads run Haar at 1.9x one thread's rate (16.7 against 8.7 photos/s, measured), and one
-process keeps one copy of the server and one port. Each request runs with OpenCV on one thread
-(the pool parallelises across requests; OpenCV's own threads made one detection slower here).
-What stays serial is the Python around them (HTTP, JSON, the event loop): past a few cores,
-several uvicorn processes behind one port scale further (README, `ferkeras serve --processes`).
+The model and detector load once, at start-up, into a pool of workers (one per core by default,
+`--workers`), each with its own LiteRT interpreter and detector: neither is safe to call from
+two threads at once (one Haar cascade shared by two threads crashes or mixes up boxes), and with
+one each no worker waits on another's lock. Threads, not processes: OpenCV's cascade and LiteRT's
+invoke release the GIL, so two threads ran Haar at 1.9x one thread's rate on this 2-core machine
+(16.7 against 8.7 photos/s), in one process on one port. OpenCV runs one thread per call (the
+pool parallelises across requests; its own threads made one detection slower here). The Python
+around them (HTTP, JSON, the event loop) stays serial: on more cores, `--processes` runs several
+uvicorn processes on the one port, each with its own pool (bench/README.md has the figures).
 
-Admission is bounded: a request that finds every worker busy and `--queue` requests already
-waiting gets 503 with Retry-After (the time the queue takes to drain, from the measured time a
-request), never an unbounded wait. Health and the page are async handlers that do no inference
-and wait on no worker. Saliency (SmoothGrad through the Keras model, loaded on first use and
-kept) runs in a lane of its own, with its own recognizer and a small queue, so an upload asking
-for it never holds up live frames. Uploads are read into memory under a size limit (never to
-disk) and decoded in the worker. The page (ferkeras/static/) is plain HTML and JavaScript shipped
-in the package: no CDN, nothing fetched from the network.
+Admission is bounded: with every worker busy, a request finding `--queue` requests waiting, or
+more than `--max-latency` allows (the jobs ahead shared among the workers, then its own, timed by
+a moving average), gets 503 at once with Retry-After, never an unbounded wait. Health and the
+page are async handlers that wait on no worker. Saliency (SmoothGrad through the Keras model,
+loaded on first use and kept) runs in a lane of its own with its own recognizer and a small
+queue, never in front of live frames. Uploads are read into memory under a size limit (never to
+disk) and decoded in the worker. The page (ferkeras/static/) is plain HTML and JavaScript
+shipped in the package: no CDN, nothing fetched from the network.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at definition
@@ -26,9 +25,11 @@ in the package: no CDN, nothing fetched from the network.
 
 import asyncio
 import base64
+import dataclasses
 import email.parser
 import email.policy
 import io
+import json
 import math
 import os
 import queue
@@ -37,7 +38,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -54,11 +54,12 @@ DEFAULT_HOST = "127.0.0.1"  # only this machine can reach it unless --host says 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 10.0
 DEFAULT_QUEUE = 32  # requests waiting for a worker, beyond those running; more get 503
+DEFAULT_MAX_LATENCY = 1.0  # seconds: a request expected to take longer in the server gets 503
 SALIENCY_QUEUE = 2  # saliency requests waiting (each takes seconds); more get 503
 MAX_PIXELS = 25_000_000  # larger images (a 99 KB PNG can hold 81 MP) would take a minute and GBs
 
 
-@dataclass
+@dataclasses.dataclass
 class ServeSettings:
     """What `ferkeras serve` loads and allows."""
 
@@ -69,6 +70,7 @@ class ServeSettings:
     runs_dir: str = RUNS_DIR
     workers: int | None = None  # inference threads (None: one per core)
     queue: int = DEFAULT_QUEUE
+    max_latency: float = DEFAULT_MAX_LATENCY  # 0: only the queue's length bounds admission
 
     @property
     def max_upload_bytes(self) -> int:
@@ -96,28 +98,35 @@ class Unprocessable(FerkerasError):
 
 
 class Lane:
-    """Threads that each own one FaceRecognizer, behind a bounded admission count.
+    """Threads that each own one FaceRecognizer, behind a bounded admission.
 
-    At most len(recognizers) + waiting requests are admitted at once; one more raises
-    ServerBusy. A job runs on a pool thread with a recognizer no other thread holds.
+    At most len(recognizers) + waiting requests are admitted at once, and, with max_latency,
+    none whose expected time in the lane (the jobs ahead of it shared among the workers, then
+    its own, from the moving average of a job's time) is over max_latency seconds: a full lane
+    raises ServerBusy at once. A job runs on a pool thread with a recognizer no other holds.
     """
 
-    def __init__(self, name: str, recognizers: list[FaceRecognizer], waiting: int):
+    def __init__(self, name: str, recognizers: list[FaceRecognizer], waiting: int,
+                 max_latency: float | None = None):
         if not recognizers or waiting < 0:
             raise FerkerasError(f"{name}: needs at least one worker and a queue of 0 or more")
         self.workers, self.capacity = len(recognizers), len(recognizers) + waiting
+        self.max_latency = max_latency or None
         self.idle: queue.SimpleQueue = queue.SimpleQueue()
         for recognizer in recognizers:
             self.idle.put(recognizer)
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix=f"ferkeras-{name}")
         self.lock = threading.Lock()
         self.admitted = 0
-        self.seconds = 0.0  # moving average of a job's time, for Retry-After
+        self.seconds = 0.0  # moving average of a job's time (0: none done yet)
 
     def submit(self, job: Callable[..., object], *args) -> Future:
         """Run job(recognizer, *args) on a worker; ServerBusy (at once) when the lane is full."""
         with self.lock:
-            if self.admitted >= self.capacity:
+            ahead = self.admitted - self.workers + 1  # jobs to finish before a worker is free for it
+            expected = max(0, ahead) * self.seconds / self.workers + self.seconds
+            if self.admitted >= self.capacity or (
+                    self.max_latency and ahead > 0 and expected > self.max_latency):
                 raise ServerBusy(self.retry_after())
             self.admitted += 1
         try:
@@ -160,9 +169,9 @@ class Service:
     """The workers that answer, shared by every request: a live lane and a saliency lane."""
 
     def __init__(self, recognizers: list[FaceRecognizer], saliency_recognizer: FaceRecognizer,
-                 waiting: int = DEFAULT_QUEUE):
+                 waiting: int = DEFAULT_QUEUE, max_latency: float | None = None):
         self.recognizer = recognizers[0]  # what health describes; every worker runs the same
-        self.live = Lane("worker", recognizers, waiting)
+        self.live = Lane("worker", recognizers, waiting, max_latency)
         self.saliency = Lane("saliency", [saliency_recognizer], SALIENCY_QUEUE)
         self._saliency_model = None
         self._saliency_lock = threading.Lock()
@@ -171,22 +180,17 @@ class Service:
     @classmethod
     def load(cls, settings: ServeSettings) -> "Service":
         """Load a recognizer per worker, and one for saliency, once, at start-up."""
-        if settings.worker_count < 1 or settings.queue < 0:
-            raise FerkerasError(f"--workers {settings.workers}, --queue {settings.queue}: "
-                                "must be at least 1 and at least 0")
-        first = FaceRecognizer(settings.model, settings.detector, tta=settings.tta,
-                               runs_dir=settings.runs_dir)
-
-        def another() -> FaceRecognizer:
-            # A TFLite interpreter per worker, on one thread (the pool runs one per core); a
-            # TensorFlow model is safe to share and uses every core itself.
-            runner = (load_runner(settings.model, settings.runs_dir, threads=1)
-                      if isinstance(first.runner, TFLiteRunner) else first.runner)
-            runner.name = first.runner.name
-            return FaceRecognizer(runner, settings.detector, tta=settings.tta)
-
-        workers = [first] + [another() for _ in range(settings.worker_count - 1)]
-        return cls(workers, another(), settings.queue)
+        if settings.worker_count < 1 or settings.queue < 0 or settings.max_latency < 0:
+            raise FerkerasError(f"--workers {settings.workers}, --queue {settings.queue}, --max-latency "
+                                f"{settings.max_latency}: must be at least 1, 0 and 0")
+        # A TFLite interpreter per worker (and one for saliency), each on one thread: the pool
+        # runs one per core. A TensorFlow model is safe to share, and uses every core itself.
+        runners = [load_runner(settings.model, settings.runs_dir, threads=1)]
+        for _ in range(settings.worker_count):
+            runners.append(load_runner(settings.model, settings.runs_dir, threads=1)
+                           if isinstance(runners[0], TFLiteRunner) else runners[0])
+        recognizers = [FaceRecognizer(runner, settings.detector, tta=settings.tta) for runner in runners]
+        return cls(recognizers[:-1], recognizers[-1], settings.queue, settings.max_latency)
 
     @property
     def runner(self) -> Runner:
@@ -403,17 +407,40 @@ def create_app(settings: ServeSettings | None = None, service: Service | None = 
     return app
 
 
+SETTINGS_VARIABLE = "FERKERAS_SERVE_SETTINGS"  # how `--processes` hands the settings to each process
+
+
+def app_from_environment():
+    """The app of one of `--processes` uvicorn processes, from the settings serve() left for it."""
+    import cv2
+
+    cv2.setNumThreads(1)  # one OpenCV thread per call: the workers run calls side by side
+    return create_app(ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE])))
+
+
 def serve(settings: ServeSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          echo=print) -> None:
-    """Load the model (a bad one fails here, before the server starts), then serve until Ctrl-C."""
+          echo=print, processes: int = 1) -> None:
+    """Load the model (a bad one fails here, before the server starts), then serve until Ctrl-C.
+
+    processes: uvicorn processes on the one port, each with its own pool of workers (by default
+    the cores shared out among them): the way past one process's event loop on a larger machine.
+    """
     import cv2
     import uvicorn
 
-    # One OpenCV thread per call: the workers run calls side by side, one per core.
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(1)  # one OpenCV thread per call: the workers run calls side by side
+    if processes > 1 and settings.workers is None:
+        settings = dataclasses.replace(settings, workers=max(1, settings.worker_count // processes))
     service = Service.load(settings)
     echo(service.runner.describe())
-    echo(f"{service.live.workers} workers, {settings.queue} requests queued at most (more get 503)")
+    echo(f"{processes} process{'es' if processes > 1 else ''} of {service.live.workers} workers, "
+         f"{settings.queue} requests queued at most in each (more get 503)")
     echo(f"Serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops")
+    if processes > 1:  # each process loads its own; this one only checked that it loads
+        service.close()
+        os.environ[SETTINGS_VARIABLE] = json.dumps(dataclasses.asdict(settings))
+        uvicorn.run("ferkeras.serve:app_from_environment", factory=True, workers=processes, host=host,
+                    port=port, log_level="warning", timeout_graceful_shutdown=2)
+        return
     uvicorn.run(create_app(settings, service), host=host, port=port, log_level="warning",
                 timeout_graceful_shutdown=2)

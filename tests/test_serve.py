@@ -32,8 +32,9 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def service():
-    """The shipped model, loaded once for every test here."""
-    return Service.load(ServeSettings(model="shipped"))
+    """The shipped model, loaded once for every test here; admission by the queue's length alone
+    (a busy machine's slow answers must not turn these tests' requests into 503s)."""
+    return Service.load(ServeSettings(model="shipped", max_latency=0))
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,7 @@ def test_concurrent_requests_on_every_worker_get_their_own_answers(client, servi
         thread.start()
     for thread in threads:
         thread.join()
-    assert not errors and len(answers) == 3 * len(distinct_photos)  # within the default queue: no 503
+    assert not errors and len(answers) == 3 * len(distinct_photos)  # within the queue: no 503
     for name, status, answer in answers:
         assert status == 200 and answer == expected[name], name
 
@@ -279,6 +280,26 @@ def test_a_real_flood_gets_answers_or_503s_never_a_wrong_answer(distinct_photos)
                     else int(response.headers["Retry-After"]) >= 1), name
         assert client.post("/api/predict", content=distinct_photos["grace"]).status_code == 200
     service.close()
+
+
+def test_a_request_expected_to_take_over_max_latency_is_refused_at_once():
+    import time
+
+    from ferkeras.serve import Lane, ServerBusy
+
+    lane = Lane("test", [FaceRecognizer(load_runner("shipped", threads=1))], waiting=10, max_latency=1.0)
+    lane.submit(lambda recognizer: time.sleep(0.4)).result()  # a job's measured time: 0.4 s
+    gate = threading.Event()
+    held = [lane.submit(lambda recognizer: gate.wait(30))]  # the one worker, busy
+    held.append(lane.submit(lambda recognizer: None))  # 0.4 s of wait + 0.4 s of its own: admitted
+    began = time.monotonic()
+    with pytest.raises(ServerBusy) as refused:  # 0.8 s of wait + 0.4 s: over 1 s, though the queue has room
+        lane.submit(lambda recognizer: None)
+    assert time.monotonic() - began < 0.1 and refused.value.retry_after == 1  # 2 jobs x 0.4 s, rounded up
+    gate.set()
+    assert [job.result(30) for job in held] == [True, None]
+    lane.submit(lambda recognizer: None).result(30)  # drained: admitted again
+    lane.close()
 
 
 def test_bad_requests_free_their_place_in_the_queue():
