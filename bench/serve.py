@@ -2,14 +2,14 @@
 
     python bench/serve.py [--clients 32] [--seconds 60] [--warmup 5] [--images photos crops]
                           [--baseline cbfcd4a] [--workers N] [--queue Q] [--max-latency S]
-                          [--processes P] [--rounds 3]
+                          [--processes P] [--detector NAME] [--rounds 3]
                           [--model shipped] [--data ../shared/datasets/fer2013]
 
 Each arm is a server started as a user would, in its own process group on a free loopback port,
 and killed at the end: `today`, the one-lock server of commit --baseline (its ferkeras/, cli/ and
 exported/ taken with `git archive` into a temporary folder and run from there; `none` skips it),
-and `pool`, this checkout's `ferkeras serve --workers N --queue Q --max-latency S` (each its own
-default unless given), and with --processes, the same with `--processes P` too. The servers
+and `pool`, this checkout's `ferkeras serve --workers N --queue Q --max-latency S --detector D`
+(each its own default unless given), and with --processes, the same with `--processes P` too. The servers
 start together and take turns: --seconds is split into --rounds, each server measured in turn in
 each round, so a machine that other jobs share loads each about alike.
 
@@ -25,7 +25,9 @@ Retry-After it was given, as a polite client does. The clients are plain asyncio
 keep-alive connections (a fraction of httpx's CPU: on 2 cores the load generator shares the
 machine with the server). --warmup seconds uncounted, then --seconds measured.
 
-Printed per arm and set: answered requests/s, latency p50/p99 of the answered, wrong answers,
+First (--scaling seconds), in this process: photos/s through FaceRecognizer on one thread, then on
+one thread per core with a recognizer each, as the pool runs them (OpenCV at one thread a call).
+Then, per arm and set: answered requests/s, latency p50/p99 of the answered, wrong answers,
 503s, other errors, the server's CPU (cores busy, and CPU ms per answer) and its RSS (all its
 processes) after the first warm-up, at the end and at the peak; then each arm's ratio to the
 first's requests/s. Exit status 1 on a wrong answer or an error.
@@ -84,6 +86,38 @@ def publictest(data: Path, count: int) -> list[Path]:
     longest = max(map(len, folders), default=0)
     taken = [files[i] for i in range(longest) for files in folders if i < len(files)]
     return taken[:count]
+
+
+def thread_scaling(images: list[tuple[str, bytes]], workers: int, seconds: float) -> tuple[float, float]:
+    """Images/s through FaceRecognizer.recognize (decode, Haar, classify) in this process: one
+    thread, then `workers` threads each with its own recognizer, as serve's pool runs them."""
+    import threading
+
+    import cv2
+
+    from ferkeras.media.images import decode_image
+    from ferkeras.predict import FaceRecognizer
+    from ferkeras.runners import load_runner
+
+    cv2.setNumThreads(1)  # as `ferkeras serve` runs OpenCV
+    recognizers = [FaceRecognizer(load_runner("shipped", threads=1)) for _ in range(workers)]
+
+    def rate(threads: int) -> float:
+        done, end = [0] * threads, time.monotonic() + seconds
+
+        def work(index: int) -> None:
+            while time.monotonic() < end:
+                recognizers[index].recognize(decode_image(images[done[index] % len(images)][1]))
+                done[index] += 1
+
+        pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        return sum(done) / seconds
+
+    return rate(1), rate(workers)
 
 
 def process_group(session: int) -> list[int]:
@@ -304,6 +338,9 @@ def main() -> None:
     parser.add_argument("--max-latency", type=float, help="the pool's --max-latency (default: its own)")
     parser.add_argument("--processes", type=int, help="also a pool of this many uvicorn processes")
     parser.add_argument("--model", default="shipped", help="what each server's --model gets")
+    parser.add_argument("--scaling", type=float, default=10,
+                        help="seconds of the in-process check: one thread vs one per core (0: skip)")
+    parser.add_argument("--detector", help="the pool's --detector (today's server keeps Haar)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="FER2013 (Kaggle folders)")
     args = parser.parse_args()
     if args.clients < 1 or args.seconds <= 0 or args.warmup < 0 or args.rounds < 1:
@@ -315,7 +352,7 @@ def main() -> None:
                   "crops": list(crops(args.data, args.clients).items())}
     image_sets = {name: image_sets[name] for name in args.images}
     pool = ["--model", args.model]
-    for flag in ("workers", "queue", "max_latency"):
+    for flag in ("workers", "queue", "max_latency", "detector"):
         value = getattr(args, flag)
         pool += [f"--{flag.replace('_', '-')}", str(value)] if value is not None else []
     with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
@@ -333,6 +370,10 @@ def main() -> None:
             stack.callback(stop_server, process)
             servers[label] = (port, process, log)
         print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+        if "photos" in image_sets and args.scaling:
+            one, many = thread_scaling(image_sets["photos"], os.cpu_count() or 1, args.scaling)
+            print(f"in-process, photos: 1 thread {one:.1f}/s, {os.cpu_count()} threads with a "
+                  f"recognizer each {many:.1f}/s: {many / one:.2f}x", flush=True)
         if "photos" in image_sets:  # the photos in which the first server finds exactly one face
             port = next(iter(servers.values()))[0]
             found = expected_answers(port, image_sets["photos"], "photos")
