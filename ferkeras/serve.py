@@ -54,7 +54,7 @@ DEFAULT_HOST = "127.0.0.1"  # only this machine can reach it unless --host says 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 10.0
 DEFAULT_QUEUE = 32  # requests waiting for a worker, beyond those running; more get 503
-DEFAULT_MAX_LATENCY = 1.0  # seconds: a request expected to take longer in the server gets 503
+DEFAULT_MAX_LATENCY = 0.5  # seconds: a request expected to take longer gets 503 (p99 about twice it)
 SALIENCY_QUEUE = 2  # saliency requests waiting (each takes seconds); more get 503
 MAX_PIXELS = 25_000_000  # larger images (a 99 KB PNG can hold 81 MP) would take a minute and GBs
 
