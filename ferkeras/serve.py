@@ -4,11 +4,12 @@ The model and detector load once, at start-up, into a pool of workers (one per c
 `--workers`), each with its own LiteRT interpreter and detector: neither is safe to call from
 two threads at once (one Haar cascade shared by two threads crashes or mixes up boxes), and with
 one each no worker waits on another's lock. Threads, not processes: OpenCV's cascade and LiteRT's
-invoke release the GIL, so two threads ran Haar at 1.9x one thread's rate on this 2-core machine
-(16.7 against 8.7 photos/s), in one process on one port. OpenCV runs one thread per call (the
-pool parallelises across requests; its own threads made one detection slower here). The Python
-around them (HTTP, JSON, the event loop) stays serial: on more cores, `--processes` runs several
-uvicorn processes on the one port, each with its own pool (bench/README.md has the figures).
+invoke release the GIL, so two threads answered 1.59x one thread's photos on this 2-core machine
+with another job holding about a core (bench/serve.py --scaling), in one process on one port.
+OpenCV runs one thread per call: the pool parallelises across requests, and OpenCV's own
+threads on top would only contend with the other workers. The Python around them (HTTP, JSON,
+the event loop) stays serial: on more cores, `--processes` runs several uvicorn processes on
+the one port, each with its own pool (bench/README.md has the figures).
 
 Admission is bounded: with every worker busy, a request finding `--queue` requests waiting, or
 more than `--max-latency` allows (the jobs ahead shared among the workers, then its own, timed by
@@ -86,10 +87,10 @@ class ServeSettings:
 
 
 class ServerBusy(FerkerasError):
-    """Every worker busy and the queue full: answered 503, with when to try again."""
+    """Every worker busy and no room to wait: answered 503, with when to try again."""
 
-    def __init__(self, retry_after: int):
-        super().__init__(f"server busy: every worker is busy and the queue is full; retry in {retry_after} s")
+    def __init__(self, retry_after: int, why: str = "the queue is full"):
+        super().__init__(f"server busy: every worker is busy and {why}; retry in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -125,9 +126,10 @@ class Lane:
         with self.lock:
             ahead = self.admitted - self.workers + 1  # jobs to finish before a worker is free for it
             expected = max(0, ahead) * self.seconds / self.workers + self.seconds
-            if self.admitted >= self.capacity or (
-                    self.max_latency and ahead > 0 and expected > self.max_latency):
+            if self.admitted >= self.capacity:
                 raise ServerBusy(self.retry_after())
+            if self.max_latency and ahead > 0 and expected > self.max_latency:
+                raise ServerBusy(self.retry_after(), f"the wait would pass {self.max_latency:g} s")
             self.admitted += 1
         try:
             future = self.executor.submit(self._run, job, args)

@@ -296,6 +296,7 @@ def test_a_request_expected_to_take_over_max_latency_is_refused_at_once():
     with pytest.raises(ServerBusy) as refused:  # 0.8 s of wait + 0.4 s: over 1 s, though the queue has room
         lane.submit(lambda recognizer: None)
     assert time.monotonic() - began < 0.1 and refused.value.retry_after == 1  # 2 jobs x 0.4 s, rounded up
+    assert "the wait would pass 1 s" in str(refused.value)
     gate.set()
     assert [job.result(30) for job in held] == [True, None]
     lane.submit(lambda recognizer: None).result(30)  # drained: admitted again
