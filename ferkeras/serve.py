@@ -12,13 +12,10 @@ the event loop) stays serial: on more cores, `--processes` runs several uvicorn 
 the one port, each with its own pool (bench/README.md has the figures).
 
 Admission is bounded: with every worker busy, a request finding `--queue` requests waiting, or
-more than `--max-latency` allows (the jobs ahead shared among the workers, then its own, timed by
-a moving average), gets 503 at once with Retry-After, never an unbounded wait. Health and the
-page are async handlers that wait on no worker. Saliency (SmoothGrad through the Keras model,
-loaded on first use and kept) runs in a lane of its own with its own recognizer and a small
-queue, never in front of live frames. Uploads are read into memory under a size limit (never to
-disk) and decoded in the worker. The page (ferkeras/static/) is plain HTML and JavaScript
-shipped in the package: no CDN, nothing fetched from the network.
+a wait longer than `--max-latency` allows, gets 503 at once with Retry-After. Health and the
+page are async and wait on no worker. Saliency runs in a lane of its own, never in front of live
+frames. Uploads are read into memory under a size limit (never to disk) and decoded in the
+worker. The page (ferkeras/static/) is plain HTML and JavaScript shipped in the package: no CDN.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at definition
@@ -124,12 +121,7 @@ class Lane:
     def submit(self, job: Callable[..., object], *args) -> Future:
         """Run job(recognizer, *args) on a worker; ServerBusy (at once) when the lane is full."""
         with self.lock:
-            ahead = self.admitted - self.workers + 1  # jobs to finish before a worker is free for it
-            expected = max(0, ahead) * self.seconds / self.workers + self.seconds
-            if self.admitted >= self.capacity:
-                raise ServerBusy(self.retry_after())
-            if self.max_latency and ahead > 0 and expected > self.max_latency:
-                raise ServerBusy(self.retry_after(), f"the wait would pass {self.max_latency:g} s")
+            self._check()
             self.admitted += 1
         try:
             future = self.executor.submit(self._run, job, args)
@@ -138,6 +130,19 @@ class Lane:
             raise ServerBusy(1) from None
         future.add_done_callback(self._release)  # also when cancelled at shutdown
         return future
+
+    def check(self) -> None:
+        """ServerBusy if a job submitted now would be refused (a request's body is then not read)."""
+        with self.lock:
+            self._check()
+
+    def _check(self) -> None:
+        ahead = self.admitted - self.workers + 1  # jobs to finish before a worker is free for it
+        expected = max(0, ahead) * self.seconds / self.workers + self.seconds
+        if self.admitted >= self.capacity:
+            raise ServerBusy(self.retry_after())
+        if self.max_latency and ahead > 0 and expected > self.max_latency:
+            raise ServerBusy(self.retry_after(), f"the wait would pass {self.max_latency:g} s")
 
     def _run(self, job: Callable[..., object], args: tuple) -> object:
         recognizer = self.idle.get()  # never waits: as many threads as recognizers
@@ -207,16 +212,17 @@ class Service:
                 "detector": self.recognizer.detector.name, "tta": self.recognizer.tta,
                 "workers": self.live.state()}
 
+    def lane(self, saliency: bool) -> Lane:
+        """The lane a request runs in: saliency's own, or the live one."""
+        return self.saliency if saliency else self.live
+
     def submit(self, data: bytes, content_type: str = "", saliency: bool = False) -> Future:
-        """Answer an upload on a worker: a Future of (width, height, face records); ServerBusy at once
-        when its lane is full."""
-        lane = self.saliency if saliency else self.live
-        return lane.submit(self._answer, data, content_type, saliency)
+        """A Future of an upload's (width, height, face records); ServerBusy at once if its lane is full."""
+        return self.lane(saliency).submit(self._answer, data, content_type, saliency)
 
     def predict(self, rgb: np.ndarray, saliency: bool = False) -> list[dict]:
         """Face records of an RGB image, on a worker; with saliency, each carries a SmoothGrad overlay."""
-        lane = self.saliency if saliency else self.live
-        return lane.submit(self._recognize, rgb, saliency).result()
+        return self.lane(saliency).submit(self._recognize, rgb, saliency).result()
 
     def _answer(self, recognizer: FaceRecognizer, data: bytes, content_type: str,
                 saliency: bool) -> tuple[int, int, list[dict]]:
@@ -245,11 +251,8 @@ class Service:
         return [_overlay_png(crop, heat) for crop, heat in zip(crops, maps, strict=True)]
 
     def saliency_model(self):
-        """The Keras model that gradients go through: the runner's own, or the .keras file beside it.
-
-        Loaded on first use, in the saliency lane (it imports TensorFlow: seconds), and kept;
-        live frames run in the other lane meanwhile.
-        """
+        """The Keras model that gradients go through: the runner's own, or the .keras file beside it,
+        loaded on first use in the saliency lane (it imports TensorFlow: seconds) and kept."""
         with self._saliency_lock:
             if self._saliency_model is None:
                 if isinstance(self.runner, KerasRunner):
@@ -390,6 +393,7 @@ def create_app(settings: ServeSettings | None = None, service: Service | None = 
                   "image/png": {"schema": {"type": "string", "format": "binary"}}}}})
     async def predict(request: Request, service: ServiceDep, saliency: bool = False) -> dict:
         """An image (multipart field `file`, or raw JPEG/PNG bytes) -> each face's box, label, scores."""
+        service.lane(saliency).check()  # full: 503 before the body is read
         data = await read_upload(request)
         # Admitted or refused (503) at once; the parsing, decoding and inference run on a worker.
         job = service.submit(data, request.headers.get("content-type", ""), saliency)

@@ -332,6 +332,24 @@ def test_saliency_waits_in_its_own_lane_not_in_front_of_live_frames():
     service.close()
 
 
+def test_each_of_several_processes_builds_its_app_from_the_settings_serve_leaves(monkeypatch):
+    import dataclasses
+    import json
+
+    from ferkeras.serve import SETTINGS_VARIABLE, app_from_environment
+
+    settings = ServeSettings(model="shipped", workers=1, queue=3, max_latency=0)
+    monkeypatch.setenv(SETTINGS_VARIABLE, json.dumps(dataclasses.asdict(settings)))
+    threads = cv2.getNumThreads()
+    try:
+        with TestClient(app_from_environment()) as client:  # as each uvicorn process does
+            assert client.get("/api/health").json()["workers"] == {"workers": 1, "capacity": 4, "in": 0}
+            [face] = client.post("/api/predict", content=open(GRACE_HOPPER, "rb").read()).json()["faces"]
+            assert face["box"]["x"] in range(140, 170)
+    finally:
+        cv2.setNumThreads(threads)  # the server's one OpenCV thread a call, not this test process's
+
+
 @pytest.mark.parametrize("flags, message", [(["--workers", "0"], "--workers"),
                                             (["--queue", "-1"], "--queue")])
 def test_bad_worker_flags_fail_in_one_line(flags, message, monkeypatch, capsys):
