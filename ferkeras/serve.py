@@ -4,8 +4,8 @@ The model and detector load once, at start-up, into a pool of workers (one per c
 `--workers`), each with its own LiteRT interpreter and detector: neither is safe to call from
 two threads at once (one Haar cascade shared by two threads crashes or mixes up boxes), and with
 one each no worker waits on another's lock. Threads, not processes: OpenCV's cascade and LiteRT's
-invoke release the GIL, so two threads answered 1.59x one thread's photos on this 2-core machine
-with another job holding about a core (bench/serve.py --scaling), in one process on one port.
+invoke release the GIL, so two threads answered 1.95x one thread's photos on this 2-core machine
+(bench/serve.py --scaling, at a load average of 0.9), in one process on one port.
 OpenCV runs one thread per call: the pool parallelises across requests, and OpenCV's own
 threads on top would only contend with the other workers. The Python around them (HTTP, JSON,
 the event loop) stays serial: on more cores, `--processes` runs several uvicorn processes on
