@@ -96,18 +96,13 @@ class Unprocessable(FerkerasError):
 
 
 class Lane:
-    """Threads that each own one FaceRecognizer, behind a bounded admission.
-
-    At most len(recognizers) + waiting requests are admitted at once, and, with max_latency,
-    none whose expected time in the lane (the jobs ahead of it shared among the workers, then
-    its own, from the moving average of a job's time) is over max_latency seconds: a full lane
-    raises ServerBusy at once. A job runs on a pool thread with a recognizer no other holds.
-    """
+    """Threads that each own one FaceRecognizer, behind a bounded admission: at most
+    len(recognizers) + waiting requests at once, and with max_latency none expected to take
+    longer (the jobs ahead of it shared among the workers, then its own, by the moving average
+    of a job's time). A full lane raises ServerBusy at once."""
 
     def __init__(self, name: str, recognizers: list[FaceRecognizer], waiting: int,
                  max_latency: float | None = None):
-        if not recognizers or waiting < 0:
-            raise FerkerasError(f"{name}: needs at least one worker and a queue of 0 or more")
         self.workers, self.capacity = len(recognizers), len(recognizers) + waiting
         self.max_latency = max_latency or None
         self.idle: queue.SimpleQueue = queue.SimpleQueue()
@@ -123,11 +118,7 @@ class Lane:
         with self.lock:
             self._check()
             self.admitted += 1
-        try:
-            future = self.executor.submit(self._run, job, args)
-        except RuntimeError:  # shut down
-            self._release(None)
-            raise ServerBusy(1) from None
+        future = self.executor.submit(self._run, job, args)  # RuntimeError once closed
         future.add_done_callback(self._release)  # also when cancelled at shutdown
         return future
 
@@ -420,8 +411,13 @@ def app_from_environment():
     """The app of one of `--processes` uvicorn processes, from the settings serve() left for it."""
     import cv2
 
+    from ferkeras.runners import needs_tensorflow
+
     cv2.setNumThreads(1)  # one OpenCV thread per call: the workers run calls side by side
-    return create_app(ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE])))
+    settings = ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE]))
+    if needs_tensorflow(settings.model, settings.runs_dir) or settings.detector == "mtcnn":
+        import_tensorflow()  # its start-up lines hidden, as the CLI does before the first process
+    return create_app(settings)
 
 
 def serve(settings: ServeSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
