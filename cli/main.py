@@ -20,7 +20,13 @@ from ferkeras.media.detect import DETECTORS
 from ferkeras.predict import DEFAULT_TTA
 from ferkeras.report import FORMATS, ReportSettings
 from ferkeras.runners import TTA_METHODS
-from ferkeras.serve import DEFAULT_HOST, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT
+from ferkeras.serve import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_LATENCY,
+    DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_PORT,
+    DEFAULT_QUEUE,
+)
 from ferkeras.video import DEFAULT_SCAN_EVERY, DEFAULT_SMOOTH
 from ferkeras.viz import (
     ALL_FILTERS,
@@ -383,9 +389,19 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
               help="test-time augmentation of each face")
 @click.option("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, show_default=True,
               help="largest image accepted; larger uploads get 413")
+@click.option("--workers", type=click.IntRange(min=1), help="inference threads, each with its own "
+              "model interpreter and detector (default: one per core)")
+@click.option("--queue", type=click.IntRange(min=0), default=DEFAULT_QUEUE, show_default=True,
+              help="requests waiting for a worker at most; more get 503 with Retry-After")
+@click.option("--max-latency", type=click.FloatRange(min=0), default=DEFAULT_MAX_LATENCY, show_default=True,
+              help="seconds: a request expected to take longer (its wait for a worker, then its own "
+              "time) gets 503 at once; 0: only --queue bounds the wait")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="uvicorn processes on the one port, each with its own workers and queue "
+              "(default workers: the cores shared out)")
 @runs_dir_option
 def serve(model: str | None, host: str, port: int, detector: str, tta: str, max_upload_mb: float,
-          runs_dir: str) -> None:
+          workers: int | None, queue: int, max_latency: float, processes: int, runs_dir: str) -> None:
     """Serve a JSON API (/api/predict) and a live webcam page (/) on FastAPI and uvicorn."""
     from ferkeras import serve as serving
     from ferkeras.runners import needs_tensorflow
@@ -394,8 +410,9 @@ def serve(model: str | None, host: str, port: int, detector: str, tta: str, max_
         with quiet_tensorflow_startup():
             import tensorflow  # noqa: F401
     settings = serving.ServeSettings(model=model, detector=detector, tta=tta, max_upload_mb=max_upload_mb,
-                                     runs_dir=runs_dir)
-    serving.serve(settings, host=host, port=port, echo=click.echo)
+                                     runs_dir=runs_dir, workers=workers, queue=queue,
+                                     max_latency=max_latency)
+    serving.serve(settings, host=host, port=port, echo=click.echo, processes=processes)
 
 
 def main() -> None:

@@ -1,23 +1,41 @@
 """`ferkeras serve`: a JSON API and a live webcam page, on FastAPI and uvicorn.
 
-The model loads once, in the app's lifespan, and reaches the handlers as a dependency (tests
-swap it). Handlers read the upload into memory under a size limit (never to disk), decode it
-with Pillow, and run detection and the model in a worker thread, so a slow request never
-blocks the event loop. The page (ferkeras/static/) is plain HTML and JavaScript shipped in the
-package: no CDN, nothing fetched from the network.
+The model and detector load once, at start-up, into a pool of workers (one per core by default,
+`--workers`), each with its own LiteRT interpreter and detector: neither is safe to call from
+two threads at once (one Haar cascade shared by two threads crashes or mixes up boxes), and with
+one each no worker waits on another's lock. Threads, not processes: OpenCV's cascade and LiteRT's
+invoke release the GIL, so two threads answered 1.95x one thread's photos on this 2-core machine
+(bench/serve.py --scaling, at a load average of 0.9), in one process on one port.
+OpenCV runs one thread per call: the pool parallelises across requests, and OpenCV's own
+threads on top would only contend with the other workers. The Python around them (HTTP, JSON,
+the event loop) stays serial: on more cores, `--processes` runs several uvicorn processes on
+the one port, each with its own pool (bench/README.md has the figures).
+
+Admission is bounded: with every worker busy, a request finding `--queue` requests waiting, or
+a wait longer than `--max-latency` allows, gets 503 at once with Retry-After. Health and the
+page are async and wait on no worker. Saliency runs in a lane of its own, never in front of live
+frames. Uploads are read into memory under a size limit (never to disk) and decoded in the
+worker. The page (ferkeras/static/) is plain HTML and JavaScript shipped in the package: no CDN.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at definition
 # time, inside create_app, where its names are imported.
 
+import asyncio
 import base64
+import dataclasses
 import email.parser
 import email.policy
 import io
+import json
+import math
+import os
+import queue
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -28,15 +46,18 @@ from ferkeras.config import RUNS_DIR
 from ferkeras.errors import FerkerasError, first_line, import_tensorflow
 from ferkeras.media.images import ImageTooLarge, decode_image
 from ferkeras.predict import DEFAULT_TTA, Face, FaceRecognizer
-from ferkeras.runners import KerasRunner, Runner, accuracy_record
+from ferkeras.runners import KerasRunner, Runner, TFLiteRunner, accuracy_record, load_runner
 
 DEFAULT_HOST = "127.0.0.1"  # only this machine can reach it unless --host says otherwise
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 10.0
+DEFAULT_QUEUE = 32  # requests waiting for a worker, beyond those running; more get 503
+DEFAULT_MAX_LATENCY = 0.5  # seconds: a request expected to take longer gets 503 (p99 about twice it)
+SALIENCY_QUEUE = 2  # saliency requests waiting (each takes seconds); more get 503
 MAX_PIXELS = 25_000_000  # larger images (a 99 KB PNG can hold 81 MP) would take a minute and GBs
 
 
-@dataclass
+@dataclasses.dataclass
 class ServeSettings:
     """What `ferkeras serve` loads and allows."""
 
@@ -45,31 +66,129 @@ class ServeSettings:
     tta: str = DEFAULT_TTA
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     runs_dir: str = RUNS_DIR
+    workers: int | None = None  # inference threads (None: one per core)
+    queue: int = DEFAULT_QUEUE
+    max_latency: float = DEFAULT_MAX_LATENCY  # 0: only the queue's length bounds admission
 
     @property
     def max_upload_bytes(self) -> int:
         """The upload limit in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
 
+    @property
+    def worker_count(self) -> int:
+        """The number of inference workers: workers, else one per core this process may use."""
+        if self.workers is not None:
+            return self.workers
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class ServerBusy(FerkerasError):
+    """Every worker busy and no room to wait: answered 503, with when to try again."""
+
+    def __init__(self, retry_after: int, why: str = "the queue is full"):
+        super().__init__(f"server busy: every worker is busy and {why}; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class Unprocessable(FerkerasError):
+    """A readable image that the model cannot answer for (saliency without a Keras model): 422."""
+
+
+class Lane:
+    """Threads that each own one FaceRecognizer, behind a bounded admission: at most
+    len(recognizers) + waiting requests at once, and with max_latency none expected to take
+    longer (the jobs ahead of it shared among the workers, then its own, by the moving average
+    of a job's time). A full lane raises ServerBusy at once."""
+
+    def __init__(self, name: str, recognizers: list[FaceRecognizer], waiting: int,
+                 max_latency: float | None = None):
+        self.workers, self.capacity = len(recognizers), len(recognizers) + waiting
+        self.max_latency = max_latency or None
+        self.idle: queue.SimpleQueue = queue.SimpleQueue()
+        for recognizer in recognizers:
+            self.idle.put(recognizer)
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix=f"ferkeras-{name}")
+        self.lock = threading.Lock()
+        self.admitted = 0
+        self.seconds = 0.0  # moving average of a job's time (0: none done yet)
+
+    def submit(self, job: Callable[..., object], *args) -> Future:
+        """Run job(recognizer, *args) on a worker; ServerBusy (at once) when the lane is full."""
+        with self.lock:
+            self._check()
+            self.admitted += 1
+        future = self.executor.submit(self._run, job, args)  # RuntimeError once closed
+        future.add_done_callback(self._release)  # also when cancelled at shutdown
+        return future
+
+    def check(self) -> None:
+        """ServerBusy if a job submitted now would be refused (a request's body is then not read)."""
+        with self.lock:
+            self._check()
+
+    def _check(self) -> None:
+        ahead = self.admitted - self.workers + 1  # jobs to finish before a worker is free for it
+        expected = max(0, ahead) * self.seconds / self.workers + self.seconds
+        if self.admitted >= self.capacity:
+            raise ServerBusy(self.retry_after())
+        if self.max_latency and ahead > 0 and expected > self.max_latency:
+            raise ServerBusy(self.retry_after(), f"the wait would pass {self.max_latency:g} s")
+
+    def _run(self, job: Callable[..., object], args: tuple) -> object:
+        recognizer = self.idle.get()  # never waits: as many threads as recognizers
+        started = time.monotonic()
+        try:
+            return job(recognizer, *args)
+        finally:
+            self.idle.put(recognizer)
+            took = time.monotonic() - started
+            with self.lock:
+                self.seconds = took if not self.seconds else 0.9 * self.seconds + 0.1 * took
+
+    def _release(self, _future) -> None:
+        with self.lock:
+            self.admitted -= 1
+
+    def retry_after(self) -> int:
+        """Whole seconds the admitted requests take to drain through the workers, at least 1."""
+        return max(1, math.ceil(self.admitted * self.seconds / self.workers))
+
+    def state(self) -> dict:
+        """Workers, capacity and how many requests are in (running or waiting) now."""
+        return {"workers": self.workers, "capacity": self.capacity, "in": self.admitted}
+
+    def close(self) -> None:
+        """Stop taking jobs; the waiting ones are cancelled, the running ones finish."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
 
 class Service:
-    """The loaded model and detector, shared by every request; one inference at a time.
+    """The workers that answer, shared by every request: a live lane and a saliency lane."""
 
-    LiteRT interpreters and OpenCV's cascade are not safe to call from two threads at once,
-    so a lock serialises inference; FastAPI's worker threads keep the event loop free.
-    """
-
-    def __init__(self, recognizer: FaceRecognizer):
-        self.recognizer = recognizer
-        self.lock = threading.Lock()
+    def __init__(self, recognizers: list[FaceRecognizer], saliency_recognizer: FaceRecognizer,
+                 waiting: int = DEFAULT_QUEUE, max_latency: float | None = None):
+        self.recognizer = recognizers[0]  # what health describes; every worker runs the same
+        self.live = Lane("worker", recognizers, waiting, max_latency)
+        self.saliency = Lane("saliency", [saliency_recognizer], SALIENCY_QUEUE)
         self._saliency_model = None
         self._saliency_lock = threading.Lock()
+        self._accuracy = accuracy_record(self.runner.path)  # read once: health reads no file
 
     @classmethod
     def load(cls, settings: ServeSettings) -> "Service":
-        """Load the model and detector once, at start-up."""
-        return cls(FaceRecognizer(settings.model, settings.detector, tta=settings.tta,
-                                  runs_dir=settings.runs_dir))
+        """Load a recognizer per worker, and one for saliency, once, at start-up."""
+        if settings.worker_count < 1 or settings.queue < 0 or settings.max_latency < 0:
+            raise FerkerasError(f"--workers {settings.workers}, --queue {settings.queue}, --max-latency "
+                                f"{settings.max_latency}: must be at least 1, 0 and 0")
+        # A TFLite interpreter per worker (and one for saliency), each on one thread: the pool
+        # runs one per core. A TensorFlow model is safe to share, and uses every core itself.
+        runners = [load_runner(settings.model, settings.runs_dir, threads=1)]
+        for _ in range(settings.worker_count):
+            runners.append(load_runner(settings.model, settings.runs_dir, threads=1)
+                           if isinstance(runners[0], TFLiteRunner) else runners[0])
+        recognizers = [FaceRecognizer(runner, settings.detector, tta=settings.tta) for runner in runners]
+        return cls(recognizers[:-1], recognizers[-1], settings.queue, settings.max_latency)
 
     @property
     def runner(self) -> Runner:
@@ -77,22 +196,41 @@ class Service:
         return self.recognizer.runner
 
     def health(self) -> dict:
-        """Model, its recorded accuracy, detector, TTA and version."""
-        record = accuracy_record(self.runner.path)
+        """Model, its recorded accuracy, detector, TTA, version, and the live lane's load."""
+        record = self._accuracy
         return {"status": "ok", "version": ferkeras.__version__, "model": self.runner.name,
                 "accuracy": {k: v for k, v in record.items() if k != "recall"} if record else None,
-                "detector": self.recognizer.detector.name, "tta": self.recognizer.tta}
+                "detector": self.recognizer.detector.name, "tta": self.recognizer.tta,
+                "workers": self.live.state()}
+
+    def lane(self, saliency: bool) -> Lane:
+        """The lane a request runs in: saliency's own, or the live one."""
+        return self.saliency if saliency else self.live
+
+    def submit(self, data: bytes, content_type: str = "", saliency: bool = False) -> Future:
+        """A Future of an upload's (width, height, face records); ServerBusy at once if its lane is full."""
+        return self.lane(saliency).submit(self._answer, data, content_type, saliency)
 
     def predict(self, rgb: np.ndarray, saliency: bool = False) -> list[dict]:
-        """Face records of an RGB image; with saliency, each carries a SmoothGrad overlay of its crop."""
-        if saliency:
-            self.saliency_model()  # a first load happens outside the inference lock
-        with self.lock:
-            found, faces = self.recognizer.recognize(rgb)
+        """Face records of an RGB image, on a worker; with saliency, each carries a SmoothGrad overlay."""
+        return self.lane(saliency).submit(self._recognize, rgb, saliency).result()
+
+    def _answer(self, recognizer: FaceRecognizer, data: bytes, content_type: str,
+                saliency: bool) -> tuple[int, int, list[dict]]:
+        if content_type.startswith("multipart/"):
+            data = multipart_file(data, content_type)
+        rgb = decode_image(data, "upload", MAX_PIXELS)  # ImageTooLarge or FerkerasError: the upload's fault
+        return rgb.shape[1], rgb.shape[0], self._recognize(recognizer, rgb, saliency)
+
+    def _recognize(self, recognizer: FaceRecognizer, rgb: np.ndarray, saliency: bool) -> list[dict]:
+        try:
+            found, faces = recognizer.recognize(rgb)
             records = [face.to_dict() for face in faces]
             if saliency and faces:
                 for record, overlay in zip(records, self._saliency(found.crops, faces), strict=True):
                     record["saliency"] = overlay
+        except FerkerasError as e:
+            raise Unprocessable(first_line(e)) from None
         return records
 
     def _saliency(self, crops: np.ndarray, faces: list[Face]) -> list[str]:
@@ -104,11 +242,8 @@ class Service:
         return [_overlay_png(crop, heat) for crop, heat in zip(crops, maps, strict=True)]
 
     def saliency_model(self):
-        """The Keras model that gradients go through: the runner's own, or the .keras file beside it.
-
-        Loaded on first use under its own lock (it imports TensorFlow: seconds), so live
-        frames, which take only the inference lock, are not held up meanwhile.
-        """
+        """The Keras model that gradients go through: the runner's own, or the .keras file beside it,
+        loaded on first use in the saliency lane (it imports TensorFlow: seconds) and kept."""
         with self._saliency_lock:
             if self._saliency_model is None:
                 if isinstance(self.runner, KerasRunner):
@@ -117,13 +252,18 @@ class Service:
                     beside = self.runner.path.parent / "model.keras"
                     if not beside.is_file():
                         raise FerkerasError(f"saliency needs a Keras model: none beside {self.runner.path}")
-                    # TensorFlow's start-up lines kept off the server's terminal; safe while
-                    # other requests run (lines they write meanwhile are passed on, not lost).
+                    # TensorFlow's start-up lines kept off the server's terminal, once per process
+                    # (quiet_stderr's one redirect: lines other threads write meanwhile are passed on).
                     import_tensorflow()
                     from ferkeras.model import load_model
 
                     self._saliency_model = load_model(beside)
         return self._saliency_model
+
+    def close(self) -> None:
+        """Stop both lanes."""
+        self.live.close()
+        self.saliency.close()
 
 
 def _overlay_png(crop: np.ndarray, heat: np.ndarray, size: int = 144) -> str:
@@ -169,7 +309,6 @@ def create_app(settings: ServeSettings | None = None, service: Service | None = 
     from typing import Annotated
 
     from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
     from pydantic import BaseModel
@@ -199,6 +338,8 @@ def create_app(settings: ServeSettings | None = None, service: Service | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = service or Service.load(settings)
         yield
+        if service is None:  # one it loaded itself; a caller's service is the caller's to close
+            app.state.service.close()
 
     app = FastAPI(title="ferkeras", version=ferkeras.__version__, lifespan=lifespan,
                   description="Facial expressions of the faces in an image, from ferkeras' model.")
@@ -210,7 +351,11 @@ def create_app(settings: ServeSettings | None = None, service: Service | None = 
 
     @app.exception_handler(FerkerasError)
     async def bad_input(request: Request, error: FerkerasError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=400)
+        if isinstance(error, ServerBusy):
+            return JSONResponse({"detail": str(error)}, status_code=503,
+                                headers={"Retry-After": str(error.retry_after)})
+        status = 413 if isinstance(error, ImageTooLarge) else 422 if isinstance(error, Unprocessable) else 400
+        return JSONResponse({"detail": first_line(error)}, status_code=status)
 
     async def read_upload(request: Request) -> bytes:
         limit = settings.max_upload_bytes
@@ -226,13 +371,12 @@ def create_app(settings: ServeSettings | None = None, service: Service | None = 
         body = b"".join(chunks)
         if not body:
             raise HTTPException(400, "empty body: send an image (multipart field 'file', or raw bytes)")
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/"):
-            return await run_in_threadpool(multipart_file, body, content_type)
         return body
 
     @app.post("/api/predict", response_model=PredictOut, response_model_exclude_none=True,
               summary="Faces and expressions in an image",
+              responses={503: {"description": "Every worker busy and the queue full: retry after "
+                                              "the Retry-After header's seconds"}},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
                       "file": {"type": "string", "format": "binary"}}}},
@@ -240,39 +384,65 @@ def create_app(settings: ServeSettings | None = None, service: Service | None = 
                   "image/png": {"schema": {"type": "string", "format": "binary"}}}}})
     async def predict(request: Request, service: ServiceDep, saliency: bool = False) -> dict:
         """An image (multipart field `file`, or raw JPEG/PNG bytes) -> each face's box, label, scores."""
+        service.lane(saliency).check()  # full: 503 before the body is read
         data = await read_upload(request)
-        try:  # decoding takes a while for large photos: off the event loop too
-            rgb = await run_in_threadpool(decode_image, data, "upload", MAX_PIXELS)
-        except ImageTooLarge as e:
-            raise HTTPException(413, str(e)) from None
-        try:
-            faces = await run_in_threadpool(service.predict, rgb, saliency)
-        except FerkerasError as e:
-            raise HTTPException(422, first_line(e)) from None
-        return {"model": service.runner.name, "width": rgb.shape[1], "height": rgb.shape[0],
-                "faces": faces}
+        # Admitted or refused (503) at once; the parsing, decoding and inference run on a worker.
+        job = service.submit(data, request.headers.get("content-type", ""), saliency)
+        width, height, faces = await asyncio.wrap_future(job)
+        return {"model": service.runner.name, "width": width, "height": height, "faces": faces}
 
-    @app.get("/api/health", summary="The model that answers, its accuracy and the version")
-    def health(service: ServiceDep) -> dict:
-        """Model, recorded accuracy, detector, TTA and ferkeras' version."""
+    @app.get("/api/health", summary="The model that answers, its accuracy, the version and the load")
+    async def health(service: ServiceDep) -> dict:
+        """Model, recorded accuracy, detector, TTA, ferkeras' version, and the workers' load."""
         return service.health()
 
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    async def page() -> FileResponse:
         return FileResponse(static_dir() / "index.html")
 
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     return app
 
 
+SETTINGS_VARIABLE = "FERKERAS_SERVE_SETTINGS"  # how `--processes` hands the settings to each process
+
+
+def app_from_environment():
+    """The app of one of `--processes` uvicorn processes, from the settings serve() left for it."""
+    import cv2
+
+    from ferkeras.runners import needs_tensorflow
+
+    cv2.setNumThreads(1)  # one OpenCV thread per call: the workers run calls side by side
+    settings = ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE]))
+    if needs_tensorflow(settings.model, settings.runs_dir) or settings.detector == "mtcnn":
+        import_tensorflow()  # its start-up lines hidden, as the CLI does before the first process
+    return create_app(settings)
+
+
 def serve(settings: ServeSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          echo=print) -> None:
-    """Load the model (a bad one fails here, before the server starts), then serve until Ctrl-C."""
+          echo=print, processes: int = 1) -> None:
+    """Load the model (a bad one fails here, before the server starts), then serve until Ctrl-C.
+
+    processes: uvicorn processes on the one port, each with its own pool of workers (by default
+    the cores shared out among them): the way past one process's event loop on a larger machine.
+    """
+    import cv2
     import uvicorn
 
+    cv2.setNumThreads(1)  # one OpenCV thread per call: the workers run calls side by side
+    if processes > 1 and settings.workers is None:
+        settings = dataclasses.replace(settings, workers=max(1, settings.worker_count // processes))
     service = Service.load(settings)
     echo(service.runner.describe())
+    echo(f"{processes} process{'es' if processes > 1 else ''} of {service.live.workers} workers, "
+         f"{settings.queue} requests queued at most in each (more get 503)")
     echo(f"Serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops")
+    if processes > 1:  # each process loads its own; this one only checked that it loads
+        service.close()
+        os.environ[SETTINGS_VARIABLE] = json.dumps(dataclasses.asdict(settings))
+        uvicorn.run("ferkeras.serve:app_from_environment", factory=True, workers=processes, host=host,
+                    port=port, log_level="warning", timeout_graceful_shutdown=2)
+        return
     uvicorn.run(create_app(settings, service), host=host, port=port, log_level="warning",
                 timeout_graceful_shutdown=2)
-

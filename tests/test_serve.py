@@ -10,12 +10,15 @@ import cv2
 import matplotlib.cbook
 import numpy as np
 import pytest
-from conftest import assert_stderr_still_goes_to, face_canvas, run_together, stderr_into
+from conftest import assert_stderr_still_goes_to, face_canvas, run_main, run_together, stderr_into
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="ferkeras[serve] not installed: the server is not tested")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from ferkeras.media.detect import Detector, HaarDetector  # noqa: E402
+from ferkeras.predict import FaceRecognizer  # noqa: E402
+from ferkeras.runners import load_runner  # noqa: E402
 from ferkeras.serve import ServeSettings, Service, create_app  # noqa: E402
 
 GRACE_HOPPER = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
@@ -29,8 +32,9 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def service():
-    """The shipped model, loaded once for every test here."""
-    return Service.load(ServeSettings(model="shipped"))
+    """The shipped model, loaded once for every test here; admission by the queue's length alone
+    (a busy machine's slow answers must not turn these tests' requests into 503s)."""
+    return Service.load(ServeSettings(model="shipped", max_latency=0))
 
 
 @pytest.fixture(scope="module")
@@ -138,25 +142,219 @@ def test_static_files_cannot_be_escaped(client):
         assert client.get(path).status_code == 404, path
 
 
-def test_concurrent_requests_get_their_own_answers(client, happy_photo):
-    photos = {"grace": open(GRACE_HOPPER, "rb").read(), "happy": happy_photo}
-    expected = {name: client.post("/api/predict", content=data).json() for name, data in photos.items()}
+@pytest.fixture(scope="module")
+def distinct_photos(fer2013_dir) -> dict[str, bytes]:
+    """grace_hopper.jpg and the first PublicTest face of each class in a canvas, each face at its
+    own place and size: no two photos have the same answer."""
+    photos = {"grace": open(GRACE_HOPPER, "rb").read()}
+    for shift, folder in enumerate(sorted((fer2013_dir / "test").iterdir())):
+        canvas = face_canvas(min(folder.glob("*.jpg")), face=160 + 8 * shift)
+        canvas = np.roll(canvas, 12 * shift - 36, axis=1)
+        photos[folder.name] = png_bytes(canvas)
+    return photos
+
+
+def test_concurrent_requests_on_every_worker_get_their_own_answers(client, service, distinct_photos):
+    assert service.live.workers == ServeSettings().worker_count  # one per core by default
+    expected = {name: client.post("/api/predict", content=data).json()
+                for name, data in distinct_photos.items()}
+    assert len({str(answer["faces"]) for answer in expected.values()}) == len(distinct_photos)
+    assert sum(len(answer["faces"]) == 1 for answer in expected.values()) >= 6  # faces, found
     answers, errors = [], []
 
     def ask(name):
         try:
-            answers.append((name, client.post("/api/predict", content=photos[name]).json()))
+            response = client.post("/api/predict", content=distinct_photos[name])
+            answers.append((name, response.status_code, response.json()))
         except Exception as e:  # noqa: BLE001 (any failure is the test's finding)
             errors.append(e)
 
-    threads = [threading.Thread(target=ask, args=(name,)) for name in ["grace", "happy"] * 8]
+    threads = [threading.Thread(target=ask, args=(name,)) for name in list(distinct_photos) * 3]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert not errors and len(answers) == 16
-    for name, answer in answers:
-        assert answer == expected[name]
+    assert not errors and len(answers) == 3 * len(distinct_photos)  # within the queue: no 503
+    for name, status, answer in answers:
+        assert status == 200 and answer == expected[name], name
+
+
+def test_each_worker_has_its_own_interpreter_and_detector():
+    loaded = Service.load(ServeSettings(model="shipped", workers=3, queue=0))
+    try:
+        recognizers = [loaded.live.idle.get() for _ in range(3)] + [loaded.saliency.idle.get()]
+        for kind in (lambda r: r.runner.interpreter, lambda r: r.detector, lambda r: r.detector.cascade):
+            assert len({id(kind(r)) for r in recognizers}) == 4
+        assert loaded.health()["workers"] == {"workers": 3, "capacity": 3, "in": 0}
+    finally:
+        loaded.close()
+
+
+class GatedDetector(Detector):
+    """Haar behind a gate: each call says it started, then waits until the test opens the gate,
+    so a test holds a worker busy for exactly as long as it needs."""
+
+    name = "haar"
+
+    def __init__(self):
+        self.haar, self.gate, self.started = HaarDetector(), threading.Event(), threading.Semaphore(0)
+
+    def __call__(self, rgb, gray=None):
+        self.started.release()
+        assert self.gate.wait(60)
+        return self.haar(rgb, gray)
+
+
+def gated_service(waiting: int) -> tuple[Service, GatedDetector, GatedDetector]:
+    """One live worker and the saliency lane, both on gated detectors; `waiting` may queue."""
+    live, saliency = GatedDetector(), GatedDetector()
+    service = Service([FaceRecognizer(load_runner("shipped", threads=1), live)],
+                      FaceRecognizer(load_runner("shipped", threads=1), saliency), waiting)
+    return service, live, saliency
+
+
+def wait_until(condition, seconds: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_flood_beyond_the_queue_gets_503_with_retry_after_and_the_server_keeps_serving(distinct_photos):
+    service, live, _ = gated_service(waiting=1)
+    photo = distinct_photos["grace"]
+    held = []
+    with TestClient(create_app(ServeSettings(model="shipped"), service)) as client:
+        expected = None
+
+        def ask():
+            held.append(client.post("/api/predict", content=photo))
+
+        running, queued = threading.Thread(target=ask), threading.Thread(target=ask)
+        running.start()
+        assert live.started.acquire(timeout=30)  # the worker is busy with the first
+        queued.start()
+        wait_until(lambda: service.live.admitted == 2)  # the second waits in the queue: full
+        for _ in range(5):
+            refused = client.post("/api/predict", content=photo)
+            assert refused.status_code == 503, refused.text
+            assert int(refused.headers["Retry-After"]) >= 1 and "busy" in refused.json()["detail"]
+        # health and the page answer at once while inference is saturated
+        health = client.get("/api/health")
+        assert health.status_code == 200
+        assert health.json()["workers"] == {"workers": 1, "capacity": 2, "in": 2}
+        assert client.get("/").status_code == 200 and client.get("/static/app.js").status_code == 200
+        assert not live.gate.is_set()  # ... before any inference was let go
+        live.gate.set()
+        running.join(60)
+        queued.join(60)
+        expected = service.predict(np.asarray(Image.open(io.BytesIO(photo)).convert("RGB")))
+        assert [r.status_code for r in held] == [200, 200]
+        assert all(r.json()["faces"] == expected and len(expected) == 1 for r in held)
+        after = client.post("/api/predict", content=photo)  # the flood left no slot taken
+        assert after.status_code == 200 and after.json()["faces"] == expected
+        assert client.get("/api/health").json()["workers"]["in"] == 0
+    service.close()
+
+
+def test_a_real_flood_gets_answers_or_503s_never_a_wrong_answer(distinct_photos):
+    """Twelve clients at once on one worker and a queue of two: some are refused, every answer is right."""
+    service = Service([FaceRecognizer(load_runner("shipped", threads=1))],
+                      FaceRecognizer(load_runner("shipped", threads=1)), 2)
+    names = [name for name in distinct_photos if name != "grace"][:6] * 2
+    with TestClient(create_app(ServeSettings(model="shipped"), service)) as client:
+        expected = {name: client.post("/api/predict", content=distinct_photos[name]).json() for name in names}
+        start, answers = threading.Barrier(len(names)), []
+
+        def ask(name):
+            start.wait(30)
+            answers.append((name, client.post("/api/predict", content=distinct_photos[name])))
+
+        run_together(*(lambda name=name: ask(name) for name in names), timeout=60)
+        statuses = sorted(response.status_code for _, response in answers)
+        assert len(answers) == len(names) and set(statuses) == {200, 503}, statuses
+        for name, response in answers:
+            assert (response.json() == expected[name] if response.status_code == 200
+                    else int(response.headers["Retry-After"]) >= 1), name
+        assert client.post("/api/predict", content=distinct_photos["grace"]).status_code == 200
+    service.close()
+
+
+def test_a_request_expected_to_take_over_max_latency_is_refused_at_once():
+    import time
+
+    from ferkeras.serve import Lane, ServerBusy
+
+    lane = Lane("test", [FaceRecognizer(load_runner("shipped", threads=1))], waiting=10, max_latency=1.0)
+    lane.submit(lambda recognizer: time.sleep(0.4)).result()  # a job's measured time: 0.4 s
+    gate = threading.Event()
+    held = [lane.submit(lambda recognizer: gate.wait(30))]  # the one worker, busy
+    held.append(lane.submit(lambda recognizer: None))  # 0.4 s of wait + 0.4 s of its own: admitted
+    began = time.monotonic()
+    with pytest.raises(ServerBusy) as refused:  # 0.8 s of wait + 0.4 s: over 1 s, though the queue has room
+        lane.submit(lambda recognizer: None)
+    assert time.monotonic() - began < 0.1 and refused.value.retry_after == 1  # 2 jobs x 0.4 s, rounded up
+    assert "the wait would pass 1 s" in str(refused.value)
+    gate.set()
+    assert [job.result(30) for job in held] == [True, None]
+    lane.submit(lambda recognizer: None).result(30)  # drained: admitted again
+    lane.close()
+
+
+def test_bad_requests_free_their_place_in_the_queue():
+    service, live, _ = gated_service(waiting=0)
+    live.gate.set()
+    with TestClient(create_app(ServeSettings(model="shipped", max_upload_mb=1), service)) as client:
+        huge = png_bytes(np.zeros((6000, 5000), np.uint8))  # refused by the worker, before decoding
+        for body in (b"just some text", b"\x89PNG\r\n\x1a\n" + b"\0" * 100, huge):
+            assert client.post("/api/predict", content=body).status_code in (400, 413)
+        assert service.live.admitted == 0
+        assert client.post("/api/predict", content=open(GRACE_HOPPER, "rb").read()).status_code == 200
+    service.close()
+
+
+def test_saliency_waits_in_its_own_lane_not_in_front_of_live_frames():
+    service, live, saliency = gated_service(waiting=0)
+    live.gate.set()  # live frames go straight through; the saliency lane is held
+    photo = open(GRACE_HOPPER, "rb").read()
+    blank = png_bytes(np.full((240, 320), 128, np.uint8))  # no face: no saliency model to load
+    with TestClient(create_app(ServeSettings(model="shipped"), service)) as client:
+        upload = threading.Thread(target=lambda: client.post("/api/predict?saliency=true", content=blank))
+        upload.start()
+        assert saliency.started.acquire(timeout=30)
+        for _ in range(3):
+            response = client.post("/api/predict", content=photo)
+            assert response.status_code == 200 and len(response.json()["faces"]) == 1
+        saliency.gate.set()
+        upload.join(120)
+    service.close()
+
+
+def test_each_of_several_processes_builds_its_app_from_the_settings_serve_leaves(monkeypatch):
+    import dataclasses
+    import json
+
+    from ferkeras.serve import SETTINGS_VARIABLE, app_from_environment
+
+    settings = ServeSettings(model="shipped", workers=1, queue=3, max_latency=0)
+    monkeypatch.setenv(SETTINGS_VARIABLE, json.dumps(dataclasses.asdict(settings)))
+    threads = cv2.getNumThreads()
+    try:
+        with TestClient(app_from_environment()) as client:  # as each uvicorn process does
+            assert client.get("/api/health").json()["workers"] == {"workers": 1, "capacity": 4, "in": 0}
+            [face] = client.post("/api/predict", content=open(GRACE_HOPPER, "rb").read()).json()["faces"]
+            assert face["box"]["x"] in range(140, 170)
+    finally:
+        cv2.setNumThreads(threads)  # the server's one OpenCV thread a call, not this test process's
+
+
+@pytest.mark.parametrize("flags, message", [(["--workers", "0"], "--workers"),
+                                            (["--queue", "-1"], "--queue")])
+def test_bad_worker_flags_fail_in_one_line(flags, message, monkeypatch, capsys):
+    code, _, err = run_main(["serve", "--model", "shipped", *flags], monkeypatch, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
 
 
 def test_saliency_overlay_per_face(client):
@@ -177,7 +375,7 @@ def test_a_saliency_load_overlapping_an_interpreter_resize_leaves_stderr_working
 
     import ferkeras.model
 
-    fresh = Service.load(ServeSettings(model="shipped"))  # its saliency model not loaded yet
+    fresh = Service.load(ServeSettings(model="shipped", workers=1))  # its saliency model not loaded yet
     loading, resizing, loaded = threading.Event(), threading.Event(), threading.Event()
     load_model, saliency_model = ferkeras.model.load_model, fresh.saliency_model
 

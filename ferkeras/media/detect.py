@@ -7,7 +7,6 @@ that let the crop be aligned by the eyes.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 
@@ -87,6 +86,8 @@ class HaarDetector(Detector):
         if min_neighbors < 0 or min_size < 1:
             raise FerkerasError(f"min_neighbors {min_neighbors}, min_size {min_size}: must be >= 0 and >= 1")
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+        # Its own classifier (15 ms to load): detectMultiScale keeps scratch state in the object,
+        # and two threads calling one classifier crash or mix up boxes (serve's workers did).
         self.cascade = _cascade(str(cascade_file) if cascade_file else None)
 
     def __call__(self, rgb: np.ndarray, gray: np.ndarray | None = None) -> list[Detection]:
@@ -117,7 +118,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-@functools.lru_cache(maxsize=4)
 def _cascade(cascade_file: str | None):
     import cv2
 

@@ -87,7 +87,12 @@ async function postImage(blob, query = "") {
     headers: { "Content-Type": blob.type || "application/octet-stream" } });
   // The server's errors are JSON ({"detail": ...}); a proxy's or a crash's may not be.
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.detail || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const error = new Error(body.detail || `${response.status} ${response.statusText}`);
+    // 503: the server is full and says when to come back (Retry-After, in seconds)
+    error.retryAfter = Number(response.headers.get("Retry-After")) || 0;
+    throw error;
+  }
   return body;
 }
 
@@ -163,7 +168,7 @@ async function loop() {
       result = await postImage(blob);
     } catch (error) {
       $("stats").textContent = `error: ${error.message}`;
-      await new Promise((r) => setTimeout(r, 500));
+      await new Promise((r) => setTimeout(r, Math.max(500, 1000 * (error.retryAfter || 0))));
       continue;
     }
     if (!live()) break;  // stopped while the frame was out: draw nothing
