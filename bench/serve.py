@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
@@ -185,11 +186,11 @@ def start_server(args: list[str], port: int, log, pythonpath: str | None = None)
         if process.poll() is not None:
             log.seek(0)
             raise RuntimeError(f"server exited with {process.returncode}: {log.read().decode()}")
-        try:
-            status, _, _ = asyncio.run(request_once(port, "GET", "/api/health"))
-            if status == 200:
-                return process
-        except OSError:
+        try:  # blocking, not asyncio.run: a caller may be inside an event loop (Playwright's)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as health:
+                if health.status == 200:
+                    return process
+        except OSError:  # refused while it starts; urllib's errors are OSErrors
             pass
         time.sleep(0.25)
     stop_server(process)

@@ -87,7 +87,7 @@ def server(chromium, tmp_path_factory) -> str:
     port = serving.free_port()
     with open(tmp_path_factory.mktemp("serve") / "serve.log", "w+b") as log:
         try:
-            process = serving.start_server("shipped", port, log)
+            process = serving.start_server(["--model", "shipped"], port, log)
         except RuntimeError as e:
             pytest.fail(str(e))
         try:
