@@ -125,7 +125,8 @@ def half_size_haar(factor: float = 0.5, **options):
     """Not in ferkeras, measured as a proposal: Haar on the gray frame shrunk by factor, boxes scaled back."""
     import cv2
 
-    from ferkeras.media.detect import Detection, Detector, HaarDetector
+    from ferkeras.media.detect import Detector, HaarDetector
+    from ferkeras.media.faces import Detection
     from ferkeras.media.images import to_gray
 
     class ShrunkHaar(Detector):

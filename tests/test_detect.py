@@ -10,7 +10,8 @@ from conftest import run_main
 
 from ferkeras.errors import FerkerasError
 from ferkeras.media.crop import EYE_ROW, crop_detection, crop_face, crop_landmarks
-from ferkeras.media.detect import Detection, iou
+from ferkeras.media.detect import iou
+from ferkeras.media.faces import Detection
 from ferkeras.media.images import read_image, to_gray
 from ferkeras.predict import make_detector
 from ferkeras.spec import IMAGE_SIZE
