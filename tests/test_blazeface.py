@@ -135,6 +135,16 @@ def test_small_faces_are_searched_for_in_squares_that_cover_the_image():
     assert tiles((480, 640), 10_000) == [(0, 0, 640, 480)]
 
 
+def test_anchors_follow_mediapipes_options():
+    short, full = blazeface.SHORT_RANGE.anchors(), blazeface.FULL_RANGE.anchors()
+    assert short.shape == (896, 2) and full.shape == (2304, 2)  # MediaPipe's num_boxes
+    # short range: a 16x16 grid of 2 anchors a cell (stride 8), then 8x8 of 6 (three stride-16 layers)
+    np.testing.assert_allclose(short[:2], [[1 / 32, 1 / 32]] * 2)
+    np.testing.assert_allclose(short[511], [31 / 32, 31 / 32])
+    np.testing.assert_allclose(short[512:518], [[1 / 16, 1 / 16]] * 6)
+    np.testing.assert_allclose(full[[0, 1, 2303]], [[1 / 96, 1 / 96], [3 / 96, 1 / 96], [95 / 96, 95 / 96]])
+
+
 def test_weighted_nms_averages_overlapping_candidates_by_score():
     def candidate(x0: float) -> np.ndarray:
         return np.array([[x0, 0], [x0 + 10, 10]] + [[x0 + 5, 5]] * 6, np.float32)

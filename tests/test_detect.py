@@ -139,7 +139,7 @@ def test_crop_without_landmarks_is_the_box_resized():
 
 
 def test_unknown_detector_and_bad_options_are_one_line_errors():
-    with pytest.raises(FerkerasError, match=r"^--detector nope: not one of haar, mtcnn$"):
+    with pytest.raises(FerkerasError, match=r"^--detector nope: not one of haar, mtcnn, blazeface$"):
         make_detector("nope")
     with pytest.raises(FerkerasError, match="min_face_size 5") as error:
         make_detector("mtcnn", min_face_size=5)

@@ -86,6 +86,14 @@ def test_the_wheel_carries_every_shipped_file_as_it_is(wheel):
             assert member in names, member
             assert archive.read(member) == (EXPORTED / name).read_bytes(), member
     assert "ferkeras/cli/main.py" in names and not any(n.startswith(("cli/", "exported/")) for n in names)
+    # BlazeFace, the default detector: its two model files and their licence, as they are
+    models = REPO / "ferkeras" / "media" / "models"
+    with zipfile.ZipFile(wheel) as archive:
+        for path in sorted(models.iterdir()):
+            member = f"ferkeras/media/models/{path.name}"
+            assert member in names and archive.read(member) == path.read_bytes(), member
+    assert {p.name for p in models.iterdir()} >= {"face_detection_short_range.tflite",
+                                                  "face_detection_full_range.tflite", "LICENSE", "NOTICE.md"}
 
 
 def test_the_installed_package_predicts_with_its_shipped_model(venv, tmp_path):

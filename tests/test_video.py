@@ -361,13 +361,14 @@ def test_recognizer_gives_the_same_on_bgr_rgb_and_gray(recognizer):
     gray = np.asarray(Image.fromarray(rgb).convert("L"))  # ITU-R 601 luma, as the recognizer's own
     results = [recognizer(bgr), recognizer(rgb, color="rgb"), recognizer(gray)]
     assert [len(faces) for faces in results] == [1, 1, 1]
-    for faces in results[1:]:
-        assert faces[0].box == results[0][0].box
-        np.testing.assert_array_equal(faces[0].probabilities, results[0][0].probabilities)
-    # OpenCV's own gray rounds a little differently: the same face, about the same answer
-    [face] = recognizer(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
-    assert face.label == results[0][0].label
-    assert np.abs(face.probabilities - results[0][0].probabilities).max() < 0.05
+    assert results[1][0].box == results[0][0].box
+    np.testing.assert_array_equal(results[1][0].probabilities, results[0][0].probabilities)
+    # BlazeFace sees colour: in gray (and OpenCV's gray, which rounds a little differently) the
+    # same face, found a pixel or two away, about the same answer
+    for face in (results[2][0], recognizer(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))[0]):
+        assert iou([face.box], [results[0][0].box])[0, 0] > 0.8
+        assert face.label == results[0][0].label
+        assert np.abs(face.probabilities - results[0][0].probabilities).max() < 0.1  # 0.05 measured
 
 
 # ---- bad input: one line, exit 2, nothing half-written ----------------------------------------------

