@@ -15,7 +15,9 @@ setup(
     packages=["ferkeras", "ferkeras.media", "ferkeras.viz", "ferkeras.report", "ferkeras.cli",
               "ferkeras.exported"],
     package_dir={"ferkeras": "ferkeras", "ferkeras.cli": "cli", "ferkeras.exported": "exported"},
-    package_data={"ferkeras": ["static/*"],
+    # media/models/: the BlazeFace detector's two LiteRT files, with their Apache-2.0 licence
+    package_data={"ferkeras": ["static/*"], "ferkeras.media": ["models/*.tflite", "models/LICENSE",
+                                                                "models/NOTICE.md"],
                   "ferkeras.exported": ["metadata.json", "model.keras", "*.tflite", "saved_model/*.pb",
                                         "saved_model/variables/*", "large/metadata.json",
                                         "large/model.keras", "large/*.tflite"]},

@@ -8,22 +8,23 @@ The clip (written on first use): grace_hopper.jpg (matplotlib's sample photo) pa
 by a virtual camera, 10 s of 640x480 at 30 frames/s, one face of 130-220 px, through ferkeras'
 own VideoSink (mp4v).
 
-1. Stages, per detector (haar; mtcnn on the first --mtcnn-frames frames, if ferkeras.media.mtcnn
-   imports), timed around the library calls for each frame: decode (VideoSource), detect
-   (FaceRecognizer.find: gray, detector, 48x48 crops), classify (FaceRecognizer.classify) for tta
-   none, flip and shifts on the same crops, track (IoUTracker + Smoother) and annotate (draw_faces
-   with probability bars, as predict_video draws; not encoded). Frames/s per TTA is 1000 / the
-   sum of the stages' median ms per frame, with that TTA's classify. Besides ferkeras' Haar (24 px
-   minimum face) and fer's setting of it (50 px), two proposals that ferkeras does not have: Haar
-   on the frame shrunk to half (so its 24 px window is a 48 px face), with OpenCV's scale step 1.1
-   and 1.2. Then what each Haar setting costs in faces: the share of --recall-faces PublicTest
-   faces (FER2013) it finds when enlarged to 40-144 px on a 640x480 frame.
+1. Stages, per detector (blazeface, the default; haar; mtcnn on the first --mtcnn-frames frames,
+   if ferkeras.media.mtcnn imports), timed around the library calls for each frame: decode
+   (VideoSource), detect (FaceRecognizer.find: gray, detector, 48x48 crops), classify
+   (FaceRecognizer.classify) for tta none, flip and shifts on the same crops, track (IoUTracker +
+   Smoother) and annotate (draw_faces with probability bars, as predict_video draws; not
+   encoded). Frames/s per TTA is 1000 / the sum of the stages' median ms per frame, with that
+   TTA's classify. Besides ferkeras' Haar (24 px minimum face) and fer's setting of it (50 px),
+   two proposals that ferkeras does not have: Haar on the frame shrunk to half (so its 24 px
+   window is a 48 px face), with OpenCV's scale step 1.1 and 1.2. Then what each detector
+   setting costs in faces: the share of --recall-faces PublicTest faces (FER2013) it finds when
+   enlarged to 40-144 px on a 640x480 frame.
 2. Whole runs, interleaved --rounds times on the whole clip: ferkeras.video.analyze_video (every
-   frame) plus draw_faces, tta flip (predict's default), with those Haar settings; against fer's
-   Video.analyze (FER(mtcnn=False): its Haar, 50 px minimum face, and its int8 TFLite model; every
-   frame, save_frames=False, save_video=False, its own annotation on) run in fer's interpreter as
-   a subprocess. Only the analysis is timed (no imports, no model loading). Printed: frames/s of
-   each and the ratio to fer's.
+   frame) plus draw_faces, tta flip (predict's default), with BlazeFace and those Haar settings;
+   against fer's Video.analyze (FER(mtcnn=False): its Haar, 50 px minimum face, and its int8
+   TFLite model; every frame, save_frames=False, save_video=False, its own annotation on) run in
+   fer's interpreter as a subprocess. Only the analysis is timed (no imports, no model loading).
+   Printed: frames/s of each and the ratio to fer's.
 
 fer (25.10.3) wants opencv-contrib-python, which must not share a venv with ferkeras'
 opencv-python-headless, and facenet-pytorch (torch), which it imports only for mtcnn=True. Its
@@ -125,7 +126,8 @@ def half_size_haar(factor: float = 0.5, **options):
     """Not in ferkeras, measured as a proposal: Haar on the gray frame shrunk by factor, boxes scaled back."""
     import cv2
 
-    from ferkeras.media.detect import Detection, Detector, HaarDetector
+    from ferkeras.media.detect import Detector, HaarDetector
+    from ferkeras.media.faces import Detection
     from ferkeras.media.images import to_gray
 
     class ShrunkHaar(Detector):
@@ -286,7 +288,7 @@ def main() -> None:
     from ferkeras.predict import make_detector
     from ferkeras.video import DEFAULT_SCAN_EVERY
 
-    detectors = {"haar": ("haar", args.frames),
+    detectors = {"blazeface (the default)": ("blazeface", args.frames), "haar": ("haar", args.frames),
                  "haar, 50 px min face (fer's)": (HaarDetector(min_size=50), args.frames),
                  "haar, half-size frame (proposal)": (half_size_haar(), args.frames),
                  "haar, half-size frame, scale 1.2 (proposal)": (half_size_haar(scale_factor=1.2),
@@ -321,7 +323,11 @@ def main() -> None:
     # (recognizer, scan_every): as shipped, the whole frame is searched every DEFAULT_SCAN_EVERY
     # frames and near the tracked faces in between; scan_every 1 searches every whole frame, as fer.
     contenders = {
-        f"ferkeras as shipped: haar 24 px, whole frame every {DEFAULT_SCAN_EVERY}, near tracks between, "
+        f"ferkeras as shipped: blazeface, whole frame every {DEFAULT_SCAN_EVERY}, near tracks between, "
+        "tta flip": (FaceRecognizer(runner, "blazeface", tta="flip"), DEFAULT_SCAN_EVERY),
+        "ferkeras blazeface, whole frame every frame, tta flip": (
+            FaceRecognizer(runner, "blazeface", tta="flip"), 1),
+        f"ferkeras haar 24 px, whole frame every {DEFAULT_SCAN_EVERY}, near tracks between, "
         "tta flip": (FaceRecognizer(runner, "haar", tta="flip"), DEFAULT_SCAN_EVERY),
         "ferkeras haar 24 px, whole frame every frame, tta flip": (FaceRecognizer(runner, "haar", tta="flip"),
                                                                      1),

@@ -17,7 +17,7 @@ from ferkeras.config import ARCHITECTURES, RUNS_DIR, TrainConfig, flag_of, resum
 from ferkeras.errors import FerkerasError, import_tensorflow
 from ferkeras.gradients import TRIALS
 from ferkeras.media.detect import DETECTORS
-from ferkeras.predict import DEFAULT_TTA
+from ferkeras.predict import DEFAULT_DETECTOR, DEFAULT_TTA
 from ferkeras.report import FORMATS, ReportSettings
 from ferkeras.runners import TTA_METHODS
 from ferkeras.serve import (
@@ -318,10 +318,12 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
 @click.option("--model", help="shipped (the model installed with ferkeras), large (the large one "
               "installed beside it: more accurate, 7x the computation), a .tflite or .keras file, "
               "a SavedModel folder or a run (default: the latest run, else shipped)")
-@click.option("--detector", type=click.Choice(DETECTORS), default="haar", show_default=True,
-              help="face detector: OpenCV's Haar cascade, or MTCNN (slower, finds more, aligns)")
+@click.option("--detector", type=click.Choice(DETECTORS), default=DEFAULT_DETECTOR, show_default=True,
+              help="face detector: blazeface (MediaPipe's BlazeFace: fast, finds more, aligns by the "
+              "eyes), haar (OpenCV's Haar cascade, fer's) or mtcnn (aligns; slower)")
 @click.option("--no-align", is_flag=True,
-              help="with mtcnn: frame the face by its landmarks without turning it (eyes not levelled)")
+              help="with blazeface or mtcnn: frame the face by its landmarks without turning it "
+              "(eyes not levelled)")
 @click.option("--tta", type=click.Choice(tuple(TTA_METHODS)), default=DEFAULT_TTA, show_default=True,
               help="test-time augmentation of each face: none, flip (its mirror too), shifts (10 views)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (images: a list; video: JSON lines, "
@@ -383,7 +385,7 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
 @click.option("--host", default=DEFAULT_HOST, show_default=True,
               help="address to listen on (0.0.0.0: every network this machine is on)")
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="port to listen on")
-@click.option("--detector", type=click.Choice(DETECTORS), default="haar", show_default=True,
+@click.option("--detector", type=click.Choice(DETECTORS), default=DEFAULT_DETECTOR, show_default=True,
               help="face detector")
 @click.option("--tta", type=click.Choice(tuple(TTA_METHODS)), default=DEFAULT_TTA, show_default=True,
               help="test-time augmentation of each face")

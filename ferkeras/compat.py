@@ -12,6 +12,10 @@ Where ferkeras does otherwise, on purpose:
   augmentation): `offsets`, fer's margin for its own 64x64 model, is checked and not used.
   `tfserving=True` warns and runs the local model. Extra keyword-only arguments: `model` (any
   model ferkeras takes) and `tta`.
+- `FER()` finds faces with ferkeras' default detector, BlazeFace (faster, and it finds more:
+  bench/detectors.py); a script that asks for fer's Haar cascade (`mtcnn=False`, or any of its
+  settings: `cascade_file`, `scale_factor`, `min_face_size`, `min_neighbors`) gets it, set as
+  fer sets it, and `mtcnn=True` gets MTCNN. Keyword-only `detector` names one outright.
 - Boxes are lists of Python ints, faces come left to right, and gray arrays work (fer's Haar
   path gives numpy rows in the cascade's order, and fails on gray arrays).
 - InvalidImage is also a FerkerasError, so the message is one line naming the input.
@@ -51,11 +55,12 @@ import numpy as np
 from ferkeras.errors import FerkerasError, first_line
 from ferkeras.fileio import atomic_path
 from ferkeras.media.crop import crop_detection
-from ferkeras.media.detect import Detection
+from ferkeras.media.detect import Detector, HaarDetector
 from ferkeras.media.draw import draw_faces
+from ferkeras.media.faces import Detection, Face
 from ferkeras.media.frames import Frame, VideoSink, VideoSource
 from ferkeras.media.images import as_rgb, decode_image, read_image, to_gray
-from ferkeras.predict import DEFAULT_TTA, Face, FaceRecognizer, FoundFaces, make_detector
+from ferkeras.predict import DEFAULT_DETECTOR, DEFAULT_TTA, FaceRecognizer, FoundFaces, make_detector
 from ferkeras.runners import Runner
 from ferkeras.runs import SHIPPED, shipped_dir
 from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
@@ -67,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = ["FER", "Video", "InvalidImage"]
 
 DECIMALS = 2  # fer rounds every probability to 2 places
+FER_SCALE_FACTOR, FER_MIN_FACE_SIZE, FER_MIN_NEIGHBORS = 1.1, 50, 5  # fer's Haar defaults
 URL_TIMEOUT_S = 10  # fer's timeout for an image URL
 DATA_URL_PREFIX = "data:image/"  # fer decodes base64 only in this form: data:image/...;base64,<data>
 
@@ -138,17 +144,26 @@ def _fer_dict(face: Face) -> dict:
 class FER:
     """fer's FER: faces and their emotions in images, answered by ferkeras' model.
 
-    cascade_file, scale_factor, min_face_size and min_neighbors set the Haar detector as in fer;
-    mtcnn=True uses ferkeras' MTCNN detector instead. use_tflite=False runs the shipped Keras
+    The detector is ferkeras' default, BlazeFace, unless the script asks for one of fer's: Haar
+    when it passes mtcnn=False or any of cascade_file, scale_factor, min_face_size and
+    min_neighbors (which set the cascade as in fer), MTCNN with mtcnn=True; or `detector` names
+    one (haar, mtcnn, blazeface, or a Detector). use_tflite=False runs the shipped Keras
     model instead of its int8 TFLite file. offsets and tfserving are accepted and not used (see
     the module's docstring). model: any model name ferkeras takes (a run, .keras, .tflite, a
     Runner), overriding use_tflite; tta: "none", "flip" (default) or "shifts".
     """
 
-    def __init__(self, cascade_file: str | None = None, mtcnn: bool = False, tfserving: bool = False,
-                 use_tflite: bool = True, scale_factor: float = 1.1, min_face_size: int = 50,
-                 min_neighbors: int = 5, offsets: tuple = (10, 10), *,
-                 model: str | os.PathLike | Runner | None = None, tta: str | None = DEFAULT_TTA):
+    def __init__(self, cascade_file: str | None = None, mtcnn: bool | None = None, tfserving: bool = False,
+                 use_tflite: bool = True, scale_factor: float | None = None, min_face_size: int | None = None,
+                 min_neighbors: int | None = None, offsets: tuple = (10, 10), *,
+                 model: str | os.PathLike | Runner | None = None, tta: str | None = DEFAULT_TTA,
+                 detector: str | Detector | None = None):
+        # None: not given. fer's Haar settings as fer defaults them, when Haar is asked for.
+        haar_asked = mtcnn is False or any(v is not None for v in (cascade_file, scale_factor, min_face_size,
+                                                                    min_neighbors))
+        scale_factor = FER_SCALE_FACTOR if scale_factor is None else scale_factor
+        min_face_size = FER_MIN_FACE_SIZE if min_face_size is None else min_face_size
+        min_neighbors = FER_MIN_NEIGHBORS if min_neighbors is None else min_neighbors
         # fer's own checks and messages, so a script that catches ValueError still does
         if scale_factor <= 1.0:
             raise _BadArgument(f"scale_factor {scale_factor}: must be greater than 1.0")
@@ -162,9 +177,11 @@ class FER:
             warnings.warn("FER(tfserving=True): ferkeras.compat has no TF Serving client; the local "
                           "model answers instead", stacklevel=2)
         self.tfserving, self.use_tflite, self.offsets = tfserving, use_tflite, tuple(offsets)
-        detector = (make_detector("mtcnn") if mtcnn else
-                    make_detector("haar", scale_factor=scale_factor, min_neighbors=min_neighbors,
-                                  min_size=min_face_size, cascade_file=cascade_file))
+        if detector is None:
+            detector = ("mtcnn" if mtcnn else
+                        HaarDetector(scale_factor, min_neighbors, min_face_size, cascade_file) if haar_asked
+                        else DEFAULT_DETECTOR)
+        detector = make_detector(detector)
         if model is None:
             model = SHIPPED if use_tflite else shipped_dir() / "model.keras"
         self.recognizer = FaceRecognizer(model, detector, tta=tta)

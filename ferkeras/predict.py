@@ -21,45 +21,18 @@ from ferkeras.config import RUNS_DIR
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import atomic_path
 from ferkeras.media.crop import crop_detection, is_face_crop
-from ferkeras.media.detect import DETECTORS, Box, Detection, Detector, HaarDetector
+from ferkeras.media.detect import DETECTORS, Detector, HaarDetector
 from ferkeras.media.draw import draw_faces
+from ferkeras.media.faces import Box, Detection, Face
 from ferkeras.media.images import IMAGE_SUFFIXES, as_rgb, image_paths, read_image, to_gray
 from ferkeras.runners import BATCH_SIZE, DEFAULT_TTA, Runner, load_runner, tta_method
-from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
+from ferkeras.spec import IMAGE_SIZE
+
+# BlazeFace finds more faces than Haar and MTCNN in whole photos, in a fraction of their time
+# (bench/detectors.py); Haar stays one flag away (--detector haar).
+DEFAULT_DETECTOR = "blazeface"
 
 # ---------------------------------------------------------------------------- records
-
-@dataclass
-class Face:
-    """One face: where it is and what the model says, kept together so they never drift apart."""
-
-    box: Box
-    probabilities: np.ndarray  # (7,), in labels order
-    labels: tuple[str, ...] = CLASS_NAMES
-    track_id: int | None = None  # the same face across a video's frames (ferkeras.video)
-    landmarks: np.ndarray | None = None  # (5, 2) from detectors that give them
-
-    @property
-    def label(self) -> str:
-        """The most probable expression."""
-        return self.labels[int(np.argmax(self.probabilities))]
-
-    @property
-    def score(self) -> float:
-        """The probability of the most probable expression."""
-        return float(np.max(self.probabilities))
-
-    def to_dict(self) -> dict:
-        """JSON-able: box, label, score and every label's probability (unrounded)."""
-        x, y, w, h = self.box
-        record = {"box": {"x": x, "y": y, "width": w, "height": h}, "label": self.label,
-                  "score": self.score,
-                  "probabilities": {name: float(p) for name, p in zip(self.labels, self.probabilities,
-                                                                       strict=True)}}
-        if self.track_id is not None:
-            record["track_id"] = self.track_id
-        return record
-
 
 @dataclass
 class ImageResult:
@@ -81,8 +54,8 @@ class ImageResult:
 
 # ---------------------------------------------------------------------------- the recognizer
 
-def make_detector(name: str | Detector = "haar", **options) -> Detector:
-    """A detector by name (haar, mtcnn), with its options; a Detector is returned as it is."""
+def make_detector(name: str | Detector = DEFAULT_DETECTOR, **options) -> Detector:
+    """A detector by name (haar, mtcnn, blazeface), with its options; a Detector is returned as it is."""
     if isinstance(name, Detector):
         return name
     if name == "haar":
@@ -91,6 +64,10 @@ def make_detector(name: str | Detector = "haar", **options) -> Detector:
         from ferkeras.media.mtcnn import MTCNNDetector  # lazy: it imports TensorFlow
 
         return MTCNNDetector(**options)
+    if name == "blazeface":
+        from ferkeras.media.blazeface import BlazeFaceDetector
+
+        return BlazeFaceDetector(**options)
     raise FerkerasError(f"--detector {name}: not one of {', '.join(DETECTORS)}")
 
 
@@ -107,12 +84,14 @@ class FaceRecognizer:
     """Faces and their expressions in images: detector -> 48x48 crops -> model (with TTA).
 
     model: a model name as load_runner takes it (None: the latest run, else the shipped model;
-    "shipped"), or a Runner. detector: "haar", "mtcnn" or a Detector, with detector_options
-    (scale_factor, min_neighbors, min_size, ...). align: level the eyes before cropping where the
-    detector gives landmarks (mtcnn). tta: "none", "flip" or "shifts".
+    "shipped"), or a Runner. detector: "blazeface" (the default), "haar", "mtcnn" or a Detector,
+    with detector_options (blazeface: min_face_size, threshold; haar: scale_factor, min_neighbors,
+    min_size; ...). align: level the eyes before cropping where the detector gives landmarks
+    (blazeface, mtcnn). tta: "none", "flip" or "shifts".
     """
 
-    def __init__(self, model: str | os.PathLike | Runner | None = None, detector: str | Detector = "haar",
+    def __init__(self, model: str | os.PathLike | Runner | None = None,
+                 detector: str | Detector = DEFAULT_DETECTOR,
                  align: bool = True, tta: str | None = DEFAULT_TTA, runs_dir: str | os.PathLike = RUNS_DIR,
                  **detector_options):
         self.tta = tta_method(tta) or "none"
@@ -194,7 +173,7 @@ def predict_images(paths: Sequence[str | os.PathLike], recognizer: FaceRecognize
 def predict(inputs: Iterable[str | os.PathLike],
             model: str | os.PathLike | Runner | FaceRecognizer | None = None,
             runs_dir: str | os.PathLike = RUNS_DIR, detect: bool | None = None,
-            annotate: str | os.PathLike | None = None, detector: str | Detector = "haar",
+            annotate: str | os.PathLike | None = None, detector: str | Detector = DEFAULT_DETECTOR,
             align: bool = True, tta: str | None = DEFAULT_TTA) -> list[ImageResult]:
     """Classify the faces in image files and folders; annotate: an output file (one image) or folder.
 

@@ -44,8 +44,9 @@ import numpy as np
 import ferkeras
 from ferkeras.config import RUNS_DIR
 from ferkeras.errors import FerkerasError, first_line, import_tensorflow
+from ferkeras.media.faces import Face
 from ferkeras.media.images import ImageTooLarge, decode_image
-from ferkeras.predict import DEFAULT_TTA, Face, FaceRecognizer
+from ferkeras.predict import DEFAULT_DETECTOR, DEFAULT_TTA, FaceRecognizer
 from ferkeras.runners import KerasRunner, Runner, TFLiteRunner, accuracy_record, load_runner
 
 DEFAULT_HOST = "127.0.0.1"  # only this machine can reach it unless --host says otherwise
@@ -62,7 +63,7 @@ class ServeSettings:
     """What `ferkeras serve` loads and allows."""
 
     model: str | None = None  # a model name as load_runner takes it (None: latest run, else shipped)
-    detector: str = "haar"
+    detector: str = DEFAULT_DETECTOR
     tta: str = DEFAULT_TTA
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     runs_dir: str = RUNS_DIR
@@ -326,6 +327,7 @@ def create_app(settings: ServeSettings | None = None, service: Service | None = 
         label: str
         score: float
         probabilities: dict[str, float]
+        landmarks: dict[str, list[float]] | None = None  # when the detector gives them
         saliency: str | None = None  # PNG data URL, when asked for
 
     class PredictOut(BaseModel):

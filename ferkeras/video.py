@@ -24,10 +24,11 @@ import numpy as np
 
 from ferkeras.errors import FerkerasError
 from ferkeras.media.draw import draw_faces
+from ferkeras.media.faces import Face
 from ferkeras.media.frames import Frame, VideoSink, VideoSource, finish_partial, open_partial
 from ferkeras.media.images import as_rgb
 from ferkeras.media.track import IoUTracker, Smoother
-from ferkeras.predict import Face, FaceRecognizer
+from ferkeras.predict import FaceRecognizer
 
 # A face that comes into view is found within this many analysed frames (1/3 s at 30 fps);
 # between full scans the detector searches only near the tracked faces (bench/video.py).
@@ -51,7 +52,8 @@ class FrameResult:
     faces: list[Face]
 
     def records(self) -> list[dict]:
-        """One flat record per face: frame, time_s, track_id, x, y, w, h, label, score, probabilities."""
+        """One flat record per face, a CSV row: frame, time_s, track_id, x, y, w, h, label, score,
+        probabilities."""
         rows = []
         for face in self.faces:
             x, y, w, h = face.box
@@ -119,8 +121,11 @@ class CSVSink(_TextSink):
 
 
 def json_lines(result: FrameResult) -> str:
-    """The frame's faces as JSON lines (one per face), the CSV's records."""
-    return "".join(json.dumps(record) + "\n" for record in result.records())
+    """The frame's faces as JSON lines, one per face: its frame and time_s, then the face's record
+    as images and the API give it (Face.to_dict: box, label, score, probabilities, landmarks when
+    known, track_id)."""
+    return "".join(json.dumps({"frame": result.frame.index, "time_s": round(result.frame.time_s, 4),
+                               **face.to_dict()}) + "\n" for face in result.faces)
 
 
 # ---------------------------------------------------------------------------- summary

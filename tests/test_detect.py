@@ -10,7 +10,8 @@ from conftest import run_main
 
 from ferkeras.errors import FerkerasError
 from ferkeras.media.crop import EYE_ROW, crop_detection, crop_face, crop_landmarks
-from ferkeras.media.detect import Detection, iou
+from ferkeras.media.detect import iou
+from ferkeras.media.faces import Detection
 from ferkeras.media.images import read_image, to_gray
 from ferkeras.predict import make_detector
 from ferkeras.spec import IMAGE_SIZE
@@ -138,7 +139,7 @@ def test_crop_without_landmarks_is_the_box_resized():
 
 
 def test_unknown_detector_and_bad_options_are_one_line_errors():
-    with pytest.raises(FerkerasError, match=r"^--detector nope: not one of haar, mtcnn$"):
+    with pytest.raises(FerkerasError, match=r"^--detector nope: not one of haar, mtcnn, blazeface$"):
         make_detector("nope")
     with pytest.raises(FerkerasError, match="min_face_size 5") as error:
         make_detector("mtcnn", min_face_size=5)

@@ -18,8 +18,9 @@ LAYERS = [
     "ferkeras.config", "ferkeras.synthetic", "ferkeras.data", "ferkeras.runs",
     # the model, and running any model file
     "ferkeras.model", "ferkeras.runners",
-    # media: images, detectors, crops, drawing, frames, tracking
-    "ferkeras.media.images", "ferkeras.media.detect", "ferkeras.media.mtcnn", "ferkeras.media.crop",
+    # media: images, the face records, detectors, crops, drawing, frames, tracking
+    "ferkeras.media.images", "ferkeras.media.faces", "ferkeras.media.detect", "ferkeras.media.mtcnn",
+    "ferkeras.media.blazeface", "ferkeras.media.crop",
     "ferkeras.media.draw", "ferkeras.media.frames", "ferkeras.media.track", "ferkeras.media",
     # the gradient math, then the stages: train (and its multi-worker loop), evaluate (and its
     # metrics), calibration, export

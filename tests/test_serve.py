@@ -124,7 +124,7 @@ def test_health_reports_model_accuracy_and_version(client):
 
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["version"] == ferkeras.__version__
-    assert health["model"].startswith("shipped") and health["detector"] == "haar"
+    assert health["model"].startswith("shipped") and health["detector"] == "blazeface"
     assert 0.6 < health["accuracy"]["accuracy"] < 0.8 and health["accuracy"]["images"] == 3589
 
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ferkeras.media.detect import Box, Detection
+from ferkeras.media.faces import Box, Detection
 from ferkeras.spec import IMAGE_SIZE
 
 # FER2013's framing: medians over MTCNN's landmarks of 852 PublicTest faces (bench/detectors.py).

@@ -1,41 +1,27 @@
 """Face detectors behind one interface: an RGB image in, a list of Detection records out.
 
-`haar` is OpenCV's frontal-face Haar cascade: fast, no landmarks. `mtcnn` (ferkeras.media.mtcnn)
-is the `mtcnn` package's network: slower, finds turned and small faces, and gives five landmarks
-that let the crop be aligned by the eyes.
+`haar` is OpenCV's frontal-face Haar cascade: no landmarks. `mtcnn` (ferkeras.media.mtcnn) is the
+`mtcnn` package's network: finds turned and small faces, and gives five landmarks that let the
+crop be aligned by the eyes. `blazeface` (ferkeras.media.blazeface) is MediaPipe's BlazeFace in
+LiteRT: fast on whole images, with eyes, nose and mouth. The records (Detection) are
+ferkeras.media.faces'.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 from ferkeras.errors import FerkerasError
+from ferkeras.media.faces import Box, Detection
 from ferkeras.media.images import to_gray
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"  # the frontal-face cascade OpenCV ships
 MIN_FACE = 24  # pixels: the cascade's own window; smaller faces are not found
-DETECTORS = ("haar", "mtcnn")
+DETECTORS = ("haar", "mtcnn", "blazeface")
 NEAR_MARGIN = 0.5  # Detector.near: a tracked box widened by half its size on every side
 NEAR_SCALE = 1.5  # ... searched for faces from 1/1.5 to 1.5 times its size
-
-Box = tuple[int, int, int, int]  # x, y, width, height in the image's pixels
-
-
-@dataclass
-class Detection:
-    """One face found: its box, the detector's confidence, and landmarks where the detector gives them.
-
-    landmarks: (5, 2) float x, y in the image: left eye, right eye, nose, mouth left, mouth right
-    (left and right as seen in the image), or None.
-    """
-
-    box: Box
-    score: float = 1.0
-    landmarks: np.ndarray | None = None
-
 
 class Detector:
     """Finds faces: detector(rgb, gray=None) -> detections, left to right."""

@@ -1,7 +1,7 @@
 """Drawings onto a copy of an image: each face's box, track id and label, and its probability bars.
 
 The annotator knows nothing of models: a face is anything with box, label, score, labels,
-probabilities and track_id (ferkeras.predict.Face).
+probabilities and track_id (ferkeras.media.faces.Face).
 """
 
 from __future__ import annotations

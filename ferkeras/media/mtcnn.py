@@ -12,7 +12,8 @@ import functools
 import numpy as np
 
 from ferkeras.errors import FerkerasError, import_tensorflow
-from ferkeras.media.detect import Detection, Detector
+from ferkeras.media.detect import Detector
+from ferkeras.media.faces import Detection
 
 # mtcnn's keypoint names, in Detection's landmark order. Its "left_eye" is the eye on the left of
 # the image (the person's right eye): checked on grace_hopper.jpg, where it has the smaller x.

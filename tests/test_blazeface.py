@@ -1,0 +1,212 @@
+"""BlazeFace: real photos and FER2013 faces found, boxes mapped back through the letterbox, eyes that
+level the crop, no face where there is none, a bad model file refused at start-up; and the one
+JSON shape of a face across images, video frames and the API."""
+
+import json
+import math
+import shutil
+
+import cv2
+import matplotlib.cbook
+import numpy as np
+import pytest
+from conftest import run_main
+
+from ferkeras.errors import FerkerasError
+from ferkeras.media import blazeface
+from ferkeras.media.blazeface import BlazeFaceDetector, tiles, weighted_nms
+from ferkeras.media.crop import crop_detection
+from ferkeras.media.detect import iou
+from ferkeras.media.faces import LANDMARK_NAMES
+from ferkeras.media.frames import Frame
+from ferkeras.media.images import read_image, to_gray
+
+GRACE_HOPPER = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+GRACE_FACE = (155, 105, 222, 222)  # x, y, w, h of the one face, by eye
+TILT = 15  # degrees
+
+
+@pytest.fixture(scope="module")
+def detector() -> BlazeFaceDetector:
+    return BlazeFaceDetector()
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return read_image(GRACE_HOPPER)
+
+
+def box_iou(a, b) -> float:
+    return float(iou([a], [b])[0, 0])
+
+
+def test_finds_the_face_and_its_eyes_nose_and_mouth(detector, photo):
+    (face,) = detector(photo)
+    x, y, w, h = face.box
+    assert box_iou(face.box, GRACE_FACE) > 0.5 and face.score > 0.8
+    assert face.landmarks.shape == (5, 2) and face.landmarks.dtype == np.float32
+    assert ((face.landmarks >= (x, y)) & (face.landmarks <= (x + w, y + h))).all(), face.landmarks
+    left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
+    assert left_eye[0] < nose[0] < right_eye[0]  # the keypoints' order mapped to left/right as seen
+    assert max(left_eye[1], right_eye[1]) < nose[1] < mouth_left[1]
+    np.testing.assert_array_equal(mouth_left, mouth_right)  # one mouth point stands for both corners
+    # The eyes where a person sees them: about 85 px apart, a third down the box.
+    assert 60 < right_eye[0] - left_eye[0] < 110 and abs(left_eye[1] - (y + h * 0.3)) < h * 0.15
+
+
+@pytest.mark.parametrize("canvas_shape, offset", [((640, 1800), (1200, 20)), ((1500, 540), (14, 800))])
+def test_boxes_are_mapped_back_through_the_letterbox(detector, photo, canvas_shape, offset):
+    """The photo pasted at a known place in a wide and a tall canvas: the model sees it letterboxed
+    to a square, and the face comes back at its place in the canvas's pixels."""
+    (alone,) = detector(photo)
+    canvas = np.full((*canvas_shape, 3), 90, np.uint8)
+    left, top = offset
+    canvas[top:top + photo.shape[0], left:left + photo.shape[1]] = photo
+    (face,) = detector(canvas)
+    expected = (alone.box[0] + left, alone.box[1] + top, alone.box[2], alone.box[3])
+    assert box_iou(face.box, expected) > 0.8, (face.box, expected)
+    assert np.abs(face.landmarks - (alone.landmarks + offset)).max() < 0.08 * alone.box[2]
+
+
+def test_finds_fer2013_faces_in_a_mosaic(detector, fer2013_dir):
+    """Four PublicTest faces, one per expression folder, each enlarged in its own 288 px tile of a
+    576x576 mosaic: each is found in its tile, with nothing else."""
+    tiles_ = []
+    for name in ("happy", "neutral", "surprise", "sad"):
+        face = cv2.imread(str(sorted((fer2013_dir / "test" / name).glob("*.jpg"))[0]), cv2.IMREAD_GRAYSCALE)
+        big = cv2.resize(face, (144, 144), interpolation=cv2.INTER_CUBIC)
+        tiles_.append(cv2.copyMakeBorder(big, 72, 72, 72, 72, cv2.BORDER_REPLICATE))
+    mosaic = np.vstack([np.hstack(tiles_[:2]), np.hstack(tiles_[2:])])
+    found = detector(np.repeat(mosaic[:, :, None], 3, axis=2))
+    centres = {(int((x + w / 2) // 288), int((y + h / 2) // 288)) for x, y, w, h in (d.box for d in found)}
+    assert len(found) == len(centres) >= 3, [d.box for d in found]
+
+
+def test_finds_no_face_where_there_is_none(detector, photo, monkeypatch, capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    gradient = np.linspace(0, 255, 320)[None, :, None] * np.ones((240, 1, 3))
+    sky = np.clip(gradient + rng.normal(0, 8, gradient.shape), 0, 255).astype(np.uint8)
+    assert detector(sky) == []
+    assert detector(np.ascontiguousarray(photo[420:])) == []  # her uniform, no face
+    assert detector(np.zeros((3, 5, 3), np.uint8)) == []
+    cv2.imwrite(str(tmp_path / "sky.png"), sky)
+    code, out, err = run_main(["predict", str(tmp_path / "sky.png"), "--detector", "blazeface",
+                               "--model", "shipped"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "no face found (320x240" in out
+
+
+def test_eyes_level_the_crop_of_a_turned_face(detector, photo):
+    (upright,) = detector(photo)
+    reference = crop_detection(to_gray(photo), upright).astype(np.float32)
+    x, y, w, h = GRACE_FACE
+    matrix = cv2.getRotationMatrix2D((x + w / 2, y + h / 2), TILT, 1.0)
+    tilted = cv2.warpAffine(photo, matrix, photo.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+    (face,) = detector(tilted)
+    left_eye, right_eye = face.landmarks[:2]
+    roll = math.degrees(math.atan2(right_eye[1] - left_eye[1], right_eye[0] - left_eye[0]))
+    assert roll == pytest.approx(-TILT, abs=4)  # turned counter-clockwise: the right eye rises
+    gray = to_gray(tilted)
+    aligned, unaligned = (crop_detection(gray, face, align).astype(np.float32) for align in (True, False))
+    aligned_error, unaligned_error = (np.abs(crop - reference).mean() for crop in (aligned, unaligned))
+    assert aligned_error < 0.6 * unaligned_error, (aligned_error, unaligned_error)
+
+
+def test_a_tracked_face_is_found_near_its_box(detector, photo):
+    (face,) = detector(photo)
+    (near,) = detector.near(photo, to_gray(photo), [face.box])
+    assert box_iou(near.box, face.box) > 0.7
+    assert detector.near(photo, to_gray(photo), [(0, 440, 100, 100)]) == []  # no face down there
+
+
+def test_small_faces_are_searched_for_in_squares_that_cover_the_image():
+    height, width = 1080, 1920
+    squares = tiles((height, width), 48 / blazeface.FACE_FRACTION)
+    assert squares[0] == (0, 0, width, height)
+    for x, y, w, h in squares:
+        assert 0 <= x and 0 <= y and x + w <= width and y + h <= height
+    smallest = min(w for _, _, w, _ in squares)
+    # A face up to half the smallest square's side lies whole inside one square, wherever it is.
+    rng = np.random.default_rng(0)
+    side = smallest // 2
+    for fx, fy in zip(rng.integers(0, width - side, 200), rng.integers(0, height - side, 200), strict=True):
+        assert any(x <= fx and y <= fy and fx + side <= x + w and fy + side <= y + h
+                   for x, y, w, h in squares), (fx, fy)
+    assert tiles((480, 640), 10_000) == [(0, 0, 640, 480)]
+
+
+def test_anchors_follow_mediapipes_options():
+    short, full = blazeface.SHORT_RANGE.anchors(), blazeface.FULL_RANGE.anchors()
+    assert short.shape == (896, 2) and full.shape == (2304, 2)  # MediaPipe's num_boxes
+    # short range: a 16x16 grid of 2 anchors a cell (stride 8), then 8x8 of 6 (three stride-16 layers)
+    np.testing.assert_allclose(short[:2], [[1 / 32, 1 / 32]] * 2)
+    np.testing.assert_allclose(short[511], [31 / 32, 31 / 32])
+    np.testing.assert_allclose(short[512:518], [[1 / 16, 1 / 16]] * 6)
+    np.testing.assert_allclose(full[[0, 1, 2303]], [[1 / 96, 1 / 96], [3 / 96, 1 / 96], [95 / 96, 95 / 96]])
+
+
+def test_weighted_nms_averages_overlapping_candidates_by_score():
+    def candidate(x0: float) -> np.ndarray:
+        return np.array([[x0, 0], [x0 + 10, 10]] + [[x0 + 5, 5]] * 6, np.float32)
+
+    points = np.stack([candidate(0), candidate(1), candidate(50)])
+    merged, scores = weighted_nms(points, np.array([0.6, 0.9, 0.7], np.float32))
+    assert scores.tolist() == pytest.approx([0.9, 0.7])
+    assert merged[0, 0, 0] == pytest.approx((0 * 0.6 + 1 * 0.9) / 1.5)  # pulled towards the better
+    assert merged[1, 0, 0] == pytest.approx(50)
+
+
+def test_a_truncated_model_file_fails_at_start_up_in_one_line(tmp_path, monkeypatch, capsys):
+    for model in (blazeface.SHORT_RANGE, blazeface.FULL_RANGE):
+        shutil.copy(blazeface.model_path(model), tmp_path / model.file)
+    short = tmp_path / blazeface.SHORT_RANGE.file
+    short.write_bytes(short.read_bytes()[:5000])
+    with pytest.raises(FerkerasError, match=f"^{short}: not a BlazeFace model") as error:
+        BlazeFaceDetector(model_dir=tmp_path)
+    assert "\n" not in str(error.value)
+    # The CLI: exit 2, one line, before any image is read.
+    monkeypatch.setattr(blazeface, "model_path", lambda model: tmp_path / model.file)
+    code, out, err = run_main(["predict", GRACE_HOPPER, "--detector", "blazeface", "--model", "shipped"],
+                              monkeypatch, capsys)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"Error: {error.value}"]
+    short.write_bytes(b"")
+    with pytest.raises(FerkerasError, match="not a BlazeFace model"):
+        BlazeFaceDetector(model_dir=tmp_path)
+
+
+def test_one_face_has_one_json_shape_in_images_video_and_the_api(photo, monkeypatch, capsys):
+    """predict --json, a video's JSON lines and the API give a face the same record: box, label, score,
+    probabilities and landmarks (and the track id in a video)."""
+    from ferkeras.predict import FaceRecognizer
+    from ferkeras.video import analyze_video, json_lines
+
+    code, out, err = run_main(["predict", GRACE_HOPPER, "--detector", "blazeface", "--model", "shipped",
+                               "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    (image,) = json.loads(out)
+    (face,) = image["faces"]
+    assert list(face) == ["box", "label", "score", "probabilities", "landmarks"]
+    assert list(face["box"]) == ["x", "y", "width", "height"]
+    assert list(face["landmarks"]) == list(LANDMARK_NAMES)
+    assert box_iou(tuple(face["box"].values()), GRACE_FACE) > 0.5
+
+    recognizer = FaceRecognizer("shipped", "blazeface")
+    frame = Frame(0, 0.0, np.ascontiguousarray(photo[:, :, ::-1]))
+    (result,) = analyze_video([frame], recognizer, smooth=1.0)
+    (line,) = json_lines(result).splitlines()
+    record = json.loads(line)
+    assert list(record) == ["frame", "time_s", *face, "track_id"] and record["track_id"] == 1
+    assert {k: record[k] for k in face} == face  # the same face, value for value
+
+    pytest.importorskip("fastapi", reason="ferkeras[serve] not installed")
+    from fastapi.testclient import TestClient
+
+    from ferkeras.serve import ServeSettings, Service, create_app
+
+    with TestClient(create_app(ServeSettings(model="shipped"), Service(recognizer))) as client:
+        answer = client.post("/api/predict", content=open(GRACE_HOPPER, "rb").read(),
+                             headers={"content-type": "image/jpeg"})
+    assert answer.status_code == 200
+    (api_face,) = answer.json()["faces"]
+    assert api_face == face
