@@ -204,7 +204,7 @@ def test_one_face_has_one_json_shape_in_images_video_and_the_api(photo, monkeypa
 
     from ferkeras.serve import ServeSettings, Service, create_app
 
-    with TestClient(create_app(ServeSettings(model="shipped"), Service(recognizer))) as client:
+    with TestClient(create_app(ServeSettings(model="shipped"), Service([recognizer], recognizer))) as client:
         answer = client.post("/api/predict", content=open(GRACE_HOPPER, "rb").read(),
                              headers={"content-type": "image/jpeg"})
     assert answer.status_code == 200

@@ -179,11 +179,18 @@ def test_concurrent_requests_on_every_worker_get_their_own_answers(client, servi
         assert status == 200 and answer == expected[name], name
 
 
-def test_each_worker_has_its_own_interpreter_and_detector():
-    loaded = Service.load(ServeSettings(model="shipped", workers=3, queue=0))
+# What a detector keeps between calls and must not share across threads: BlazeFace's LiteRT
+# interpreters, Haar's cascade.
+DETECTOR_STATE = {"blazeface": lambda d: d.networks[0].interpreter, "haar": lambda d: d.cascade}
+
+
+@pytest.mark.parametrize("detector", list(DETECTOR_STATE))
+def test_each_worker_has_its_own_interpreter_and_detector(detector):
+    loaded = Service.load(ServeSettings(model="shipped", detector=detector, workers=3, queue=0))
     try:
         recognizers = [loaded.live.idle.get() for _ in range(3)] + [loaded.saliency.idle.get()]
-        for kind in (lambda r: r.runner.interpreter, lambda r: r.detector, lambda r: r.detector.cascade):
+        state = DETECTOR_STATE[detector]
+        for kind in (lambda r: r.runner.interpreter, lambda r: r.detector, lambda r: state(r.detector)):
             assert len({id(kind(r)) for r in recognizers}) == 4
         assert loaded.health()["workers"] == {"workers": 3, "capacity": 3, "in": 0}
     finally:
