@@ -324,6 +324,9 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
 @click.option("--no-align", is_flag=True,
               help="with blazeface or mtcnn: frame the face by its landmarks without turning it "
               "(eyes not levelled)")
+@click.option("--min-face", type=int, metavar="PIXELS",
+              help="the smallest face to search for (blazeface's default: a tenth of the image's "
+              "longer side, at least 48; smaller finds crowds of small faces, in more time)")
 @click.option("--tta", type=click.Choice(tuple(TTA_METHODS)), default=DEFAULT_TTA, show_default=True,
               help="test-time augmentation of each face: none, flip (its mirror too), shifts (10 views)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (images: a list; video: JSON lines, "
@@ -344,9 +347,9 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
 @click.option("--no-detect", is_flag=True, help="images: classify each whole image as one face crop")
 @runs_dir_option
 def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, detector: str, no_align: bool,
-            tta: str, as_json: bool, annotate: str | None, csv_path: str | None, every: int | None,
-            fps: float | None, max_frames: int | None, smooth: float, scan_every: int, no_detect: bool,
-            runs_dir: str) -> None:
+            min_face: int | None, tta: str, as_json: bool, annotate: str | None, csv_path: str | None,
+            every: int | None, fps: float | None, max_frames: int | None, smooth: float, scan_every: int,
+            no_detect: bool, runs_dir: str) -> None:
     """Label the expression of each face in photos, folders, a video, a stream URL or a camera."""
     from ferkeras import predict as prediction
     from ferkeras import video
@@ -363,7 +366,7 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
             with quiet_tensorflow_startup():
                 import tensorflow  # noqa: F401
         recognizer = prediction.FaceRecognizer(model, detector, align=not no_align, tta=tta,
-                                               runs_dir=runs_dir)
+                                               runs_dir=runs_dir, min_face=min_face)
         if clip is None:
             results = prediction.predict(inputs, recognizer, runs_dir, detect=False if no_detect else None,
                                          annotate=annotate)
@@ -387,6 +390,8 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="port to listen on")
 @click.option("--detector", type=click.Choice(DETECTORS), default=DEFAULT_DETECTOR, show_default=True,
               help="face detector")
+@click.option("--min-face", type=int, metavar="PIXELS",
+              help="the smallest face to search for (as predict's --min-face)")
 @click.option("--tta", type=click.Choice(tuple(TTA_METHODS)), default=DEFAULT_TTA, show_default=True,
               help="test-time augmentation of each face")
 @click.option("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, show_default=True,
@@ -402,7 +407,8 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
               help="uvicorn processes on the one port, each with its own workers and queue "
               "(default workers: the cores shared out)")
 @runs_dir_option
-def serve(model: str | None, host: str, port: int, detector: str, tta: str, max_upload_mb: float,
+def serve(model: str | None, host: str, port: int, detector: str, min_face: int | None, tta: str,
+          max_upload_mb: float,
           workers: int | None, queue: int, max_latency: float, processes: int, runs_dir: str) -> None:
     """Serve a JSON API (/api/predict) and a live webcam page (/) on FastAPI and uvicorn."""
     from ferkeras import serve as serving
@@ -411,7 +417,8 @@ def serve(model: str | None, host: str, port: int, detector: str, tta: str, max_
     if needs_tensorflow(model, runs_dir) or detector == "mtcnn":
         with quiet_tensorflow_startup():
             import tensorflow  # noqa: F401
-    settings = serving.ServeSettings(model=model, detector=detector, tta=tta, max_upload_mb=max_upload_mb,
+    settings = serving.ServeSettings(model=model, detector=detector, min_face=min_face, tta=tta,
+                                     max_upload_mb=max_upload_mb,
                                      runs_dir=runs_dir, workers=workers, queue=queue,
                                      max_latency=max_latency)
     serving.serve(settings, host=host, port=port, echo=click.echo, processes=processes)

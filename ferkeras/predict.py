@@ -54,10 +54,22 @@ class ImageResult:
 
 # ---------------------------------------------------------------------------- the recognizer
 
-def make_detector(name: str | Detector = DEFAULT_DETECTOR, **options) -> Detector:
-    """A detector by name (haar, mtcnn, blazeface), with its options; a Detector is returned as it is."""
+# Each detector's name for the smallest face it searches for (`--min-face`).
+MIN_FACE_OPTION = {"haar": "min_size", "mtcnn": "min_face_size", "blazeface": "min_face_size"}
+
+
+def make_detector(name: str | Detector = DEFAULT_DETECTOR, min_face: int | None = None,
+                  **options) -> Detector:
+    """A detector by name (haar, mtcnn, blazeface), with its options; a Detector is returned as it is.
+
+    min_face: the smallest face to search for, in pixels, whatever the detector calls it.
+    """
     if isinstance(name, Detector):
         return name
+    if min_face is not None and min_face < 1:
+        raise FerkerasError(f"--min-face {min_face}: must be at least 1 pixel")
+    if min_face is not None and name in MIN_FACE_OPTION:
+        options[MIN_FACE_OPTION[name]] = min_face
     if name == "haar":
         return HaarDetector(**options)
     if name == "mtcnn":
@@ -85,8 +97,8 @@ class FaceRecognizer:
 
     model: a model name as load_runner takes it (None: the latest run, else the shipped model;
     "shipped"), or a Runner. detector: "blazeface" (the default), "haar", "mtcnn" or a Detector,
-    with detector_options (blazeface: min_face_size, threshold; haar: scale_factor, min_neighbors,
-    min_size; ...). align: level the eyes before cropping where the detector gives landmarks
+    with detector_options (min_face for any of them; blazeface: threshold; haar: scale_factor,
+    min_neighbors; ...). align: level the eyes before cropping where the detector gives landmarks
     (blazeface, mtcnn). tta: "none", "flip" or "shifts".
     """
 

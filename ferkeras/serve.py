@@ -64,6 +64,7 @@ class ServeSettings:
 
     model: str | None = None  # a model name as load_runner takes it (None: latest run, else shipped)
     detector: str = DEFAULT_DETECTOR
+    min_face: int | None = None  # the smallest face searched for, in pixels (None: the detector's)
     tta: str = DEFAULT_TTA
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     runs_dir: str = RUNS_DIR
@@ -188,7 +189,8 @@ class Service:
         for _ in range(settings.worker_count):
             runners.append(load_runner(settings.model, settings.runs_dir, threads=1)
                            if isinstance(runners[0], TFLiteRunner) else runners[0])
-        recognizers = [FaceRecognizer(runner, settings.detector, tta=settings.tta) for runner in runners]
+        recognizers = [FaceRecognizer(runner, settings.detector, tta=settings.tta, min_face=settings.min_face)
+                       for runner in runners]
         return cls(recognizers[:-1], recognizers[-1], settings.queue, settings.max_latency)
 
     @property

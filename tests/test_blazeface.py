@@ -210,3 +210,33 @@ def test_one_face_has_one_json_shape_in_images_video_and_the_api(photo, monkeypa
     assert answer.status_code == 200
     (api_face,) = answer.json()["faces"]
     assert api_face == face
+
+
+def test_min_face_finds_a_crowd_of_small_faces(fer2013_dir, tmp_path, monkeypatch, capsys):
+    """Twelve PublicTest faces of 64 px in a 1280x720 frame, one per 320x240 tile: the default
+    search (faces down to a tenth of the longer side) finds none of them, `--min-face 48` most
+    (10 of 12 measured, as many as Haar), each in its own tile."""
+    names = ("happy", "neutral", "surprise", "sad", "angry", "fear")
+    files = [sorted((fer2013_dir / "test" / name).glob("*.jpg"))[i] for i in range(2) for name in names]
+    tiles_ = []
+    for file in files:
+        face = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+        face = cv2.resize(face, (64, 64), interpolation=cv2.INTER_CUBIC)
+        tiles_.append(cv2.copyMakeBorder(face, 88, 88, 128, 128, cv2.BORDER_REPLICATE))
+    crowd = np.vstack([np.hstack(tiles_[r * 4:r * 4 + 4]) for r in range(3)])
+    cv2.imwrite(str(tmp_path / "crowd.png"), crowd)
+
+    def faces(*flags: str) -> list[dict]:
+        code, out, err = run_main(["predict", str(tmp_path / "crowd.png"), "--model", "shipped", "--json",
+                                   *flags], monkeypatch, capsys)
+        assert code == 0, err
+        return json.loads(out)[0]["faces"]
+
+    assert faces() == []
+    found = faces("--min-face", "48")
+    tiles_found = {(int((f["box"]["x"] + f["box"]["width"] / 2) // 320),
+                    int((f["box"]["y"] + f["box"]["height"] / 2) // 240)) for f in found}
+    assert len(found) == len(tiles_found) >= 8, [f["box"] for f in found]
+    code, _, err = run_main(["predict", str(tmp_path / "crowd.png"), "--min-face", "0"], monkeypatch, capsys)
+    assert code == 2 and "--min-face 0: must be at least 1 pixel" in err, err
+    assert len(err.strip().splitlines()) == 1, err
