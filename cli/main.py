@@ -408,8 +408,8 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
               "(default workers: the cores shared out)")
 @runs_dir_option
 def serve(model: str | None, host: str, port: int, detector: str, min_face: int | None, tta: str,
-          max_upload_mb: float,
-          workers: int | None, queue: int, max_latency: float, processes: int, runs_dir: str) -> None:
+          max_upload_mb: float, workers: int | None, queue: int, max_latency: float, processes: int,
+          runs_dir: str) -> None:
     """Serve a JSON API (/api/predict) and a live webcam page (/) on FastAPI and uvicorn."""
     from ferkeras import serve as serving
     from ferkeras.runners import needs_tensorflow
@@ -418,9 +418,8 @@ def serve(model: str | None, host: str, port: int, detector: str, min_face: int 
         with quiet_tensorflow_startup():
             import tensorflow  # noqa: F401
     settings = serving.ServeSettings(model=model, detector=detector, min_face=min_face, tta=tta,
-                                     max_upload_mb=max_upload_mb,
-                                     runs_dir=runs_dir, workers=workers, queue=queue,
-                                     max_latency=max_latency)
+                                     max_upload_mb=max_upload_mb, runs_dir=runs_dir, workers=workers,
+                                     queue=queue, max_latency=max_latency)
     serving.serve(settings, host=host, port=port, echo=click.echo, processes=processes)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkeras.errors import FerkerasError, first_line, quiet_stderr
-from ferkeras.media.detect import Detector
+from ferkeras.media.detect import Detector, iou
 from ferkeras.media.faces import Box, Detection
 
 # BlazeFace's keypoints, in the model's order: the person's right eye (on the left of an unmirrored
@@ -151,16 +151,11 @@ def weighted_nms(points: np.ndarray, scores: np.ndarray, threshold: float = MERG
     order = np.argsort(-scores, kind="stable")
     points, scores = points[order], scores[order]
     corners = points[:, :2].reshape(-1, 4)  # x0, y0, x1, y1
-    area = np.clip(corners[:, 2] - corners[:, 0], 0, None) * np.clip(corners[:, 3] - corners[:, 1], 0, None)
+    boxes = np.concatenate([corners[:, :2], np.clip(corners[:, 2:] - corners[:, :2], 0, None)], axis=1)
     remaining = np.arange(len(scores))
     merged_points, merged_scores = [], []
     while len(remaining):
-        best = corners[remaining[0]]
-        rest = corners[remaining]
-        inter = (np.clip(np.minimum(rest[:, 2], best[2]) - np.maximum(rest[:, 0], best[0]), 0, None)
-                 * np.clip(np.minimum(rest[:, 3], best[3]) - np.maximum(rest[:, 1], best[1]), 0, None))
-        union = area[remaining] + area[remaining[0]] - inter
-        overlap = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0) > threshold
+        overlap = iou(boxes[remaining], boxes[remaining[:1]])[:, 0] > threshold
         overlap[0] = True
         group = remaining[overlap]
         weights = scores[group][:, None, None]
