@@ -21,7 +21,7 @@ RUNS_DIR = "runs"  # the folder of run folders unless --runs-dir says otherwise
 # Options that `train --resume` may change; the rest come from the run's config.json.
 RESUME_OVERRIDES = ("epochs", "runs_dir")
 
-AUGMENT_LEVELS = ("none", "light", "medium", "strong")
+AUGMENT_LEVELS = ("none", "light", "medium", "strong", "photo")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -73,7 +73,8 @@ class TrainConfig:
     weight_decay: float = _opt(0.0, "decoupled weight decay (adamw) or L2-style decay (sgd)")
     schedule: str = _opt("cosine", "learning-rate schedule: cosine decays to 0 over the run", SCHEDULES)
     augment: str = _opt("light", "augmentation: none; light = flip, shift; medium adds "
-                                  "rotation, zoom; strong widens all", AUGMENT_LEVELS)
+                                  "rotation, zoom; strong widens all; photo = medium's "
+                                  "geometry with brightness, contrast and blur", AUGMENT_LEVELS)
     erase: float = _opt(0.0, "random erasing: the chance that a random patch of a training image "
                              "is replaced by noise")
     warmup_epochs: int = _opt(0, "epochs of linear learning-rate warm-up from 0 to --lr")

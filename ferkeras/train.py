@@ -50,7 +50,11 @@ AUGMENT_STRENGTH = {
     "light": (0.05, 0.0, 0.0),
     "medium": (0.10, 10.0, 0.10),
     "strong": (0.15, 20.0, 0.20),
+    "photo": (0.10, 15.0, 0.15),
 }
+# What users' photos differ in beyond pose and framing (bench/pipeline.py's conditions): exposure,
+# contrast and focus. (brightness factor, contrast factor, blur sigma range in pixels at 48x48)
+PHOTOMETRIC = {"photo": (0.3, 0.4, (0.1, 1.0))}
 HISTORY_FIELDS = ("epoch", "seconds", "train_seconds", "lr", "loss", "accuracy", "val_loss",
                   "val_accuracy", "balanced_accuracy", "val_balanced_accuracy")
 SELECTED_BY = {"accuracy": "val_accuracy", "balanced": "val_balanced_accuracy"}  # --select
@@ -62,7 +66,8 @@ Teacher = Callable[[tf.Tensor], tf.Tensor]  # float 0-255 images (B,48,48,1) -> 
 # ---------------------------------------------------------------------------- input pipeline
 
 def make_augmenter(level: str, seed: int = 0, erase: float = 0.0) -> keras.Sequential | None:
-    """Random flip/shift/rotation/zoom (and erasing) layers applied to whole batches; None for none."""
+    """Random flip/shift/rotation/zoom (photo: and light, contrast, blur; and erasing) layers
+    applied to whole batches; None for none."""
     steps = []
     if level != "none":
         shift, degrees, zoom = AUGMENT_STRENGTH[level]
@@ -72,6 +77,12 @@ def make_augmenter(level: str, seed: int = 0, erase: float = 0.0) -> keras.Seque
             steps.append(layers.RandomRotation(degrees / 360, fill_mode="reflect", seed=seed + 2))
         if zoom:
             steps.append(layers.RandomZoom(zoom, zoom, fill_mode="reflect", seed=seed + 3))
+    if level in PHOTOMETRIC:
+        brightness, contrast, sigma = PHOTOMETRIC[level]
+        steps += [layers.RandomBrightness(brightness, value_range=(0, 255), seed=seed + 6),
+                  layers.RandomContrast(contrast, value_range=(0, 255), seed=seed + 7),
+                  layers.RandomGaussianBlur(1.0, kernel_size=3, sigma=sigma, value_range=(0, 255),
+                                            seed=seed + 8)]
     if erase:
         # A (p, p) factor erases with probability p; a bare p would draw it from [0, p].
         steps.append(layers.RandomErasing(factor=(erase, erase), value_range=(0, 255),

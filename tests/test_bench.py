@@ -85,3 +85,35 @@ def test_posthoc_recovers_a_known_temperature_and_adjusts_by_the_prior():
     held_out = posthoc.cross_fitted(sharp, labels, 0.0, prior, folds=2)
     assert held_out.shape == sharp.shape and np.allclose(held_out.sum(1), 1)
     assert not np.allclose(held_out, sharp)  # every row was adjusted by its other half's T
+
+
+def test_pipeline_bench_counts_a_missed_face_as_a_wrong_answer():
+    pipeline = load_bench("pipeline")
+    labels = np.array([0, 0, 1, 1])
+    probs = np.eye(7)[[0, 1, 1, 1]]
+    found = np.array([True, True, True, False])
+    figures = pipeline.answers(labels, probs, found)
+    assert figures["found"] == 0.75 and figures["accuracy"] == 0.5  # the missed face is wrong
+    assert figures["recall"] == {"angry": 0.5, "disgust": 0.5} and figures["balanced"] == 0.5
+
+
+def test_pipeline_bench_reads_photos_as_predict_does(fer2013_dir):
+    from ferkeras.data import load_dataset
+    from ferkeras.predict import FaceRecognizer
+
+    pipeline = load_bench("pipeline")
+    rng = np.random.default_rng(0)
+    test = load_dataset(str(fer2013_dir)).splits["test"]
+    frame = pipeline.photo(test.images[0], "dark", rng)
+    assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8
+    results = pipeline.run(["shipped"], str(fer2013_dir), "test", 70, "blazeface", "flip",
+                           ["crop", "photo", "close"])
+    chosen = pipeline.draw(test.labels, 70)
+    assert len(chosen) == 70 and set(test.labels[chosen]) == set(range(7))  # every class drawn
+    # The clean crops are read exactly as predict reads a 48x48 image: no detection, flip TTA.
+    expected = FaceRecognizer("shipped", tta="flip").classify(test.images[chosen]).argmax(1)
+    crop = results["crop"]["shipped"]
+    assert crop["found"] == 1 and crop["accuracy"] == np.mean(expected == test.labels[chosen])
+    for condition in ("photo", "close"):  # BlazeFace finds most faces set into frames
+        assert results[condition]["shipped"]["found"] > 0.7, condition
+        assert results[condition]["shipped"]["accuracy"] > 0.35, condition  # chance is 0.14

@@ -213,9 +213,10 @@ def test_one_face_has_one_json_shape_in_images_video_and_the_api(photo, monkeypa
 
 
 def test_min_face_finds_a_crowd_of_small_faces(fer2013_dir, tmp_path, monkeypatch, capsys):
-    """Twelve PublicTest faces of 64 px in a 1280x720 frame, one per 320x240 tile: the default
-    search (faces down to a tenth of the longer side) finds none of them, `--min-face 48` most
-    (10 of 12 measured, as many as Haar), each in its own tile."""
+    """Twelve PublicTest faces of 64 px in a 1280x720 frame, one per 320x240 tile. Alone, the
+    default search finds none at its depth (faces down to a tenth of the longer side) and so
+    searches deeper, to 48 px: most are found (10 of 12 measured, as many as Haar). Below a large
+    face, the default answers that face alone; `--min-face 48` finds the crowd too."""
     names = ("happy", "neutral", "surprise", "sad", "angry", "fear")
     files = [sorted((fer2013_dir / "test" / name).glob("*.jpg"))[i] for i in range(2) for name in names]
     tiles_ = []
@@ -224,19 +225,32 @@ def test_min_face_finds_a_crowd_of_small_faces(fer2013_dir, tmp_path, monkeypatc
         face = cv2.resize(face, (64, 64), interpolation=cv2.INTER_CUBIC)
         tiles_.append(cv2.copyMakeBorder(face, 88, 88, 128, 128, cv2.BORDER_REPLICATE))
     crowd = np.vstack([np.hstack(tiles_[r * 4:r * 4 + 4]) for r in range(3)])
+    big = cv2.imread(str(files[0]), cv2.IMREAD_GRAYSCALE)
+    big = cv2.resize(big, (360, 360), interpolation=cv2.INTER_CUBIC)
+    band = cv2.copyMakeBorder(big, 60, 60, 460, 460, cv2.BORDER_REPLICATE)  # 1280x480, below the crowd
     cv2.imwrite(str(tmp_path / "crowd.png"), crowd)
+    cv2.imwrite(str(tmp_path / "crowd_and_one.png"), np.vstack([crowd, band]))
 
-    def faces(*flags: str) -> list[dict]:
-        code, out, err = run_main(["predict", str(tmp_path / "crowd.png"), "--model", "shipped", "--json",
+    def faces(name: str, *flags: str) -> list[dict]:
+        code, out, err = run_main(["predict", str(tmp_path / name), "--model", "shipped", "--json",
                                    *flags], monkeypatch, capsys)
         assert code == 0, err
         return json.loads(out)[0]["faces"]
 
-    assert faces() == []
-    found = faces("--min-face", "48")
-    tiles_found = {(int((f["box"]["x"] + f["box"]["width"] / 2) // 320),
-                    int((f["box"]["y"] + f["box"]["height"] / 2) // 240)) for f in found}
-    assert len(found) == len(tiles_found) >= 8, [f["box"] for f in found]
+    def tiles_of(found: list[dict]) -> set[tuple[int, int]]:
+        return {(int((f["box"]["x"] + f["box"]["width"] / 2) // 320),
+                 int((f["box"]["y"] + f["box"]["height"] / 2) // 240)) for f in found}
+
+    rgb = np.repeat(crowd[:, :, None], 3, axis=2)
+    assert BlazeFaceDetector(search_deeper=False)(rgb) == []  # none at the default depth
+    alone = faces("crowd.png")
+    assert len(alone) == len(tiles_of(alone)) >= 8, [f["box"] for f in alone]
+    found = faces("crowd.png", "--min-face", "48")
+    assert len(found) == len(tiles_of(found)) >= 8, [f["box"] for f in found]
+    with_big = faces("crowd_and_one.png")
+    assert [f["box"]["width"] > 300 for f in with_big] == [True]  # the large face, not the crowd
+    found = faces("crowd_and_one.png", "--min-face", "48")
+    assert len(found) >= 9 and max(f["box"]["width"] for f in found) > 300
     code, _, err = run_main(["predict", str(tmp_path / "crowd.png"), "--min-face", "0"], monkeypatch, capsys)
     assert code == 2 and "--min-face 0: must be at least 1 pixel" in err, err
     assert len(err.strip().splitlines()) == 1, err

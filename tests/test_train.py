@@ -53,6 +53,24 @@ def test_pipeline_shuffles_and_augments_whole_batches():
     assert make_augmenter("none") is None
 
 
+def test_photo_augmentation_varies_exposure_contrast_and_focus():
+    # A gray face-sized square on a darker field: its level, its contrast and its edge tell the
+    # three photometric changes apart from the geometric ones.
+    image = np.full((48, 48), 60, np.uint8)
+    image[12:36, 12:36] = 180
+    batch = Split(np.repeat(image[None], 64, axis=0), np.zeros(64, np.int64))
+    views = next(iter(make_pipeline(batch, 64, make_augmenter("photo", seed=2))))[0].numpy()[..., 0]
+    assert views.min() >= 0 and views.max() <= 255
+    means, spreads = views.mean(axis=(1, 2)), views.std(axis=(1, 2))
+    assert np.ptp(means) > 30 and np.ptp(spreads) > 10  # exposure and contrast differ per image
+    steepest = np.abs(np.diff(views, axis=2)).max(axis=(1, 2))
+    assert np.sum(steepest < 0.8 * 120) > 10  # many edges softened: blurred, or contrast lowered
+    medium = next(iter(make_pipeline(batch, 64, make_augmenter("medium", seed=2))))[0].numpy()
+    assert np.ptp(medium.max(axis=(1, 2, 3))) < 1  # the geometric level leaves the levels alone
+    kinds = {type(layer).__name__ for layer in make_augmenter("photo").layers}
+    assert {"RandomBrightness", "RandomContrast", "RandomGaussianBlur"} <= kinds
+
+
 def test_random_erasing_blanks_a_patch_of_each_image_at_probability_one():
     flat = Split(np.full((32, 48, 48), 100, np.uint8), np.zeros(32, np.int64))
     images = next(iter(make_pipeline(flat, 32, make_augmenter("none", seed=0, erase=1.0))))[0]

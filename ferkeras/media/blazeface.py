@@ -175,17 +175,19 @@ class BlazeFaceDetector(Detector):
     longer side, a quarter, ..., overlapping by half (so a face up to half a square's side lies
     whole in one), down to squares in which a face of min_face_size pixels is FACE_FRACTION of
     the side. Each square costs a model run: min_face_size None (faces down to MIN_FACE_SHARE of
-    the longer side, and MIN_FACE pixels) searches up to 9 squares; 48 searches 41 at 640x480
-    and 154 at 1920x1080, for crowds of small faces. threshold, square_threshold: the least
-    score kept from the whole image, and from a square. threads: LiteRT's threads per model (None:
-    its default). model_dir: a folder holding the two model files instead of ours.
+    the longer side, and MIN_FACE pixels) searches up to 9 squares and, where they find no face
+    (one small face in a photo; bench/pipeline.py), goes on down to MIN_FACE pixels unless
+    search_deeper is False; 48 searches 41 squares at 640x480 and 154 at 1920x1080, for crowds of
+    small faces. threshold, square_threshold: the least score kept from the whole image, and
+    from a square. threads: LiteRT's threads per model (None: its default). model_dir: a folder
+    holding the two model files instead of ours.
     """
 
     name = "blazeface"
 
     def __init__(self, min_face_size: int | None = None, threshold: float = MIN_SCORE,
                  square_threshold: float = SQUARE_MIN_SCORE, threads: int | None = None,
-                 model_dir: str | Path | None = None):
+                 model_dir: str | Path | None = None, search_deeper: bool = True):
         if min_face_size is not None and min_face_size < 1:
             raise FerkerasError(f"min_face_size {min_face_size}: must be >= 1")
         for name, value in (("threshold", threshold), ("square_threshold", square_threshold)):
@@ -193,6 +195,7 @@ class BlazeFaceDetector(Detector):
                 raise FerkerasError(f"{name} {value}: must be in (0, 1)")
         self.min_face_size, self.threshold = min_face_size, float(threshold)
         self.square_threshold = float(square_threshold)
+        self.search_deeper = bool(search_deeper)
         # Each detector has its own interpreters: one must not run in two threads at once, and a
         # pool of workers gives each worker its own detector.
         self.networks = [_Network(model, Path(model_dir) / model.file if model_dir else model_path(model),
@@ -204,8 +207,16 @@ class BlazeFaceDetector(Detector):
         whole, *squares = tiles(rgb.shape[:2], smallest / FACE_FRACTION)
         # A face in a square fills FACE_FRACTION of it or more: the short-range model's work (the
         # full-range one found no more there, at 3x the time; bench/detectors.py).
-        return self._detect(rgb, [(whole, network, self.threshold) for network in self.networks]
-                            + [(square, self.networks[0], self.square_threshold) for square in squares])
+        found = self._detect(rgb, [(whole, network, self.threshold) for network in self.networks]
+                             + [(square, self.networks[0], self.square_threshold) for square in squares])
+        if found or self.min_face_size is not None or not self.search_deeper:
+            return found
+        # No face at the default depth: a photo of one small face is answered, not "no face".
+        # tiles() lists levels largest first, so the deeper list starts with those searched.
+        deeper = tiles(rgb.shape[:2], MIN_FACE / FACE_FRACTION)[1 + len(squares):]
+        if not deeper:  # a small image: searched to the least square already
+            return found
+        return self._detect(rgb, [(square, self.networks[0], self.square_threshold) for square in deeper])
 
     def _search(self, rgb: np.ndarray, gray: np.ndarray, size: int) -> list[Detection]:
         """Around a tracked face, which fills much of the region: the short-range model alone."""
