@@ -137,6 +137,7 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
     """Every model's figures under every condition: {condition: {model: answers(...)}}."""
     from ferkeras.data import load_dataset
     from ferkeras.predict import FaceRecognizer, make_detector
+    from ferkeras.spec import IMAGE_SIZE
 
     split = load_dataset(data).splits[split_name]
     chosen = draw(split.labels, n, seed)
@@ -152,14 +153,14 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
         start = time.perf_counter()
         rng = np.random.default_rng([seed, len(results)])
         crops, found = [], np.zeros(len(faces), bool)
+        detect = condition != "crop"  # a crop is classified whole, as predict does a 48x48 image
         for i, face in enumerate(faces):
-            detect = False if condition == "crop" else True
             result = first.find(photo(face, condition, rng), detect=detect)
             if result.detections:
                 areas = [d.box[2] * d.box[3] for d in result.detections]
                 crops.append(result.crops[int(np.argmax(areas))])  # the largest face: the answer
                 found[i] = True
-        crops = np.stack(crops) if crops else np.zeros((0, 48, 48), np.uint8)
+        crops = np.stack(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
         results[condition] = {}
         for name, recognizer in recognizers.items():
             probs = np.zeros((len(faces), len(recognizer.labels)))

@@ -213,9 +213,7 @@ class BlazeFaceDetector(Detector):
             return found
         # No face at the default depth: a photo of one small face is answered, not "no face".
         # tiles() lists levels largest first, so the deeper list starts with those searched.
-        deeper = tiles(rgb.shape[:2], MIN_FACE / FACE_FRACTION)[1 + len(squares):]
-        if not deeper:  # a small image: searched to the least square already
-            return found
+        deeper = tiles(rgb.shape[:2], MIN_FACE / FACE_FRACTION)[1 + len(squares):]  # none in a small image
         return self._detect(rgb, [(square, self.networks[0], self.square_threshold) for square in deeper])
 
     def _search(self, rgb: np.ndarray, gray: np.ndarray, size: int) -> list[Detection]:
@@ -226,7 +224,7 @@ class BlazeFaceDetector(Detector):
     def _detect(self, rgb: np.ndarray, searches: list[tuple[Box, _Network, float]]) -> list[Detection]:
         """Each (region, model, least score) search's candidates, merged, as detections in the
         image's pixels."""
-        if rgb.ndim != 3 or min(rgb.shape[:2]) < 1:
+        if rgb.ndim != 3 or min(rgb.shape[:2]) < 1 or not searches:
             return []
         points, scores = [], []
         for (x, y, w, h), network, least in searches:
