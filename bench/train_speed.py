@@ -19,7 +19,11 @@ a shared machine only ever slows a run down. The first epoch is warm-up and is n
   (`pip install torch==2.13.0`, a CPU build, kept out of ferkeras' dependencies).
 - --variants adds ferkeras with one lever changed: keras_bn (Keras' own, unfused
   BatchNormalization instead of ferkeras' fused one), bf16 (mixed bfloat16), xla (jit_compile),
-  spe8 (steps_per_execution=8), batch256.
+  spe8 (steps_per_execution=8), batch256, eigen (TensorFlow's Eigen kernels instead of oneDNN:
+  TensorFlow's own default on CPUs without AVX-512 VNNI/BF16 or AMX, such as AVX2-only ones,
+  which ferkeras overrides).
+- --max-isa AVX2 caps oneDNN (ONEDNN_MAX_CPU_ISA) and PyTorch's kernels (ATEN_CPU_CAPABILITY) at
+  AVX2 for every contender: an AVX2 CPU's kernels, timed on an AVX-512 one.
 - --arch large times ferkeras' large model instead; the PyTorch row, the reference's, is left out.
 
 Images are random 48x48 gray faces: speed does not depend on what the pixels show.
@@ -40,7 +44,14 @@ import numpy as np  # noqa: E402
 
 from ferkeras.config import ARCHITECTURES  # noqa: E402
 
-VARIANTS = ("keras_bn", "bf16", "xla", "spe8", "batch256")
+VARIANTS = ("keras_bn", "bf16", "xla", "spe8", "batch256", "eigen")
+
+# Environment of one variant's worker, read by TensorFlow when it loads.
+VARIANT_ENVIRONMENT = {"eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
+
+# --max-isa: the instruction sets that oneDNN (TensorFlow's and PyTorch's) and PyTorch's own kernels
+# may use, to time an AVX2 CPU's code paths on a newer CPU.
+TORCH_CAPABILITY = {"AVX2": "avx2", "AVX512_CORE": "avx512", "AVX512_CORE_VNNI": "avx512"}
 
 
 def flops_per_image(arch: str = "reference") -> tuple[float, float]:
@@ -183,11 +194,24 @@ def worker(contender: str, images: int, epochs: int, arch: str) -> float:
     return run_ferkeras(images, epochs, variant, in_memory=False, arch=arch)
 
 
-def measure(contender: str, images: int, epochs: int, arch: str) -> float | None:
+def worker_environment(contender: str, max_isa: str | None) -> dict[str, str]:
+    """The environment a contender's process starts with: its variant's and --max-isa's settings."""
+    environment = dict(os.environ)
+    variant = contender.split(" ", 1)[1] if contender.startswith("ferkeras ") else None
+    environment.update(VARIANT_ENVIRONMENT.get(variant, {}))
+    if max_isa:
+        environment["ONEDNN_MAX_CPU_ISA"] = max_isa
+        environment["ATEN_CPU_CAPABILITY"] = TORCH_CAPABILITY.get(max_isa, "default")
+    return environment
+
+
+def measure(contender: str, images: int, epochs: int, arch: str,
+            max_isa: str | None = None) -> float | None:
     """Run a contender in a fresh process; images/s, or None when it could not run."""
     result = subprocess.run(
         [sys.executable, __file__, "--worker", contender, "--images", str(images),
-         "--epochs", str(epochs), "--arch", arch], capture_output=True, text=True)
+         "--epochs", str(epochs), "--arch", arch], capture_output=True, text=True,
+        env=worker_environment(contender, max_isa))
     if result.returncode != 0:
         print(f"  {contender}: failed: {result.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
@@ -212,6 +236,8 @@ def main() -> None:
                         help="ferkeras with one lever changed")
     parser.add_argument("--arch", default="reference", choices=ARCHITECTURES,
                         help="which ferkeras architecture to time")
+    parser.add_argument("--max-isa", choices=tuple(TORCH_CAPABILITY),
+                        help="cap oneDNN's and PyTorch's kernels at this instruction set")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -228,11 +254,12 @@ def main() -> None:
     else:
         print("PyTorch is not installed (pip install torch==2.13.0): the reference is left out.")
     print(f"{args.images:,} random faces per epoch, {args.epochs} epochs (first = warm-up), "
-          f"best of {args.rounds} rounds, {os.cpu_count()} CPU cores")
+          f"best of {args.rounds} rounds, {os.cpu_count()} CPU cores"
+          + (f", kernels capped at {args.max_isa}" if args.max_isa else ""))
     rates: dict[str, float] = {}
     for round_number in range(1, args.rounds + 1):
         for contender in contenders:  # interleaved, so a slow spell hits every contender
-            rate = measure(contender, args.images, args.epochs, args.arch)
+            rate = measure(contender, args.images, args.epochs, args.arch, args.max_isa)
             print(f"  round {round_number}: {contender:<22} "
                   + (f"{rate:8.0f} images/s" if rate else "failed"), flush=True)
             if rate:

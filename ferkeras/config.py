@@ -30,7 +30,7 @@ SELECTIONS = ("accuracy", "balanced")  # the validation figure that picks model.
 ARCHITECTURES = ("reference", "large")  # model.build_model
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies
-TEACHINGS = ("precomputed", "consistent")  # train.distillation_targets, train.consistent_teacher
+TEACHINGS = ("precomputed", "consistent")  # teaching.distillation_targets, teaching.consistent_teacher
 
 # Epochs when --epochs is not given: the reference's 30 on real data; the synthetic faces are
 # learnt sooner: 2 epochs reach 0.938-0.945 validation accuracy over seeds 0-2 (3 reached

@@ -3,8 +3,9 @@
 A run folder holds config.json, history.csv/.json, tensorboard/, model.keras (best by
 validation accuracy), last.keras, metrics.json, and backup/ while a run is unfinished.
 
-Past ~400 lines on purpose: like nanoGPT's train.py, the whole pipeline (input, optimisation,
-callbacks, the fit and its resume) reads top to bottom in one file, in the order data flows.
+Like nanoGPT's train.py, the pipeline (input, optimisation, the fit and its resume) reads top to
+bottom in the order data flows; the teachers' targets (teaching.py) and the callbacks that write
+the run folder (callbacks.py) live beside it.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import contextlib
 import dataclasses
 import datetime
 import math
-import os
 import platform
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,11 +27,13 @@ import tensorflow as tf
 from keras import layers
 
 import ferkeras
+from ferkeras.callbacks import AtomicBackupAndRestore, BestModel, EpochLog, HistoryFiles
 from ferkeras.config import RUNS_DIR, TrainConfig, command_line
+from ferkeras.cpu import cpu_record
 from ferkeras.data import EVAL_BATCH_SIZE, Split, load_dataset, train_val_splits
 from ferkeras.distributed import fit_multiworker, is_chief, is_multiworker, make_strategy, with_class_weight
-from ferkeras.errors import FerkerasError, first_line
-from ferkeras.fileio import write_json_atomic, write_text_atomic
+from ferkeras.errors import FerkerasError
+from ferkeras.fileio import write_json_atomic
 from ferkeras.model import (
     BalancedAccuracy,
     LogitAdjustedCrossentropy,
@@ -43,6 +44,7 @@ from ferkeras.model import (
 )
 from ferkeras.runs import find_model, find_run, new_run_dir, read_history, read_run_config
 from ferkeras.spec import CLASS_NAMES, NUM_CLASSES
+from ferkeras.teaching import Teacher, consistent_teacher, distillation_targets
 
 # Augmentation levels: (shift as a fraction of the side, rotation in degrees, zoom fraction).
 # All levels above none flip horizontally: expressions are left-right symmetric.
@@ -55,12 +57,9 @@ AUGMENT_STRENGTH = {
 # What users' photos differ in beyond pose and framing (bench/pipeline.py's conditions): exposure,
 # contrast and focus. (brightness factor, contrast factor, blur sigma range in pixels at 48x48)
 PHOTOMETRIC = {"photo": (0.3, 0.4, (0.1, 1.0))}
-HISTORY_FIELDS = ("epoch", "seconds", "train_seconds", "lr", "loss", "accuracy", "val_loss",
-                  "val_accuracy", "balanced_accuracy", "val_balanced_accuracy")
 SELECTED_BY = {"accuracy": "val_accuracy", "balanced": "val_balanced_accuracy"}  # --select
 
 Echo = Callable[[str], None]
-Teacher = Callable[[tf.Tensor], tf.Tensor]  # float 0-255 images (B,48,48,1) -> probabilities (B,7)
 
 
 # ---------------------------------------------------------------------------- input pipeline
@@ -140,98 +139,6 @@ def make_pipeline(split: Split, batch_size: int, augmenter: keras.Sequential | N
     return ds.with_options(options)
 
 
-def distillation_targets(config: TrainConfig, split: Split, echo: Echo = print) -> np.ndarray:
-    """Soft targets (N, 7): each one-hot label blended with the teachers' mean probabilities.
-
-    Each teacher sees each training image once, with its mirror image (flip TTA), before
-    training; the light augmentations (flip, small shifts) hardly change its answer, so the
-    student's targets need no teacher pass per step.
-    """
-    from ferkeras.runners import load_runner
-
-    probs = []
-    for name in teacher_names(config):
-        if name.endswith(".npy"):  # soft targets made elsewhere (a GPU with no TensorFlow, say)
-            probs.append(read_soft_targets(name, len(split)))
-            where = name
-        else:
-            try:
-                teacher = load_runner(name, config.runs_dir)
-            except FerkerasError as e:
-                raise FerkerasError(f"--teacher {config.teacher}: {e}") from None
-            if len(split) and teacher(split.images[:1]).shape != (1, NUM_CLASSES):
-                raise FerkerasError(f"--teacher {config.teacher}: {teacher.path} does not output "
-                                    f"{NUM_CLASSES} classes")
-            probs.append(teacher.predict(split.images, tta="flip"))
-            where = teacher.path
-        echo(f"Teacher {where}: agrees with "
-             f"{np.mean(probs[-1].argmax(1) == split.labels):.1%} of the training labels")
-    mean = np.mean(probs, axis=0)
-    if len(probs) > 1:
-        echo(f"Teachers together: agree with {np.mean(mean.argmax(1) == split.labels):.1%}")
-    echo(f"Targets: {1 - config.distill:g} x label + {config.distill:g} x teacher probabilities")
-    onehot = np.eye(NUM_CLASSES)[split.labels]
-    return ((1 - config.distill) * onehot + config.distill * mean).astype(np.float32)
-
-
-def consistent_teacher(config: TrainConfig, echo: Echo = print) -> Teacher:
-    """The teachers' mean probabilities on a batch, for --teaching consistent.
-
-    Labels made once on the clean image disagree with a shifted, mirrored or erased view of
-    it; a teacher that sees the very view the student trains on does not ("Knowledge
-    distillation: a good teacher is patient and consistent", Beyer et al. 2022).
-    """
-    from ferkeras.runs import find_model
-
-    models = []
-    for name in teacher_names(config):
-        if name.endswith((".npy", ".tflite")):
-            raise FerkerasError(f"--teacher {config.teacher}: {name} cannot label new views; "
-                                "--teaching consistent needs Keras models (a run, a .keras "
-                                "file, shipped or large)")
-        try:
-            path = find_model(name, config.runs_dir)
-        except FerkerasError as e:
-            raise FerkerasError(f"--teacher {config.teacher}: {e}") from None
-        model = load_model(path)
-        if model.output_shape != (None, NUM_CLASSES):
-            raise FerkerasError(f"--teacher {config.teacher}: {path} does not output "
-                                f"{NUM_CLASSES} classes")
-        models.append(model)
-        echo(f"Teacher {path}: labels every augmented batch (consistent teaching)")
-    echo(f"Targets: {1 - config.distill:g} x label + {config.distill:g} x teacher probabilities")
-
-    def teach(images: tf.Tensor) -> tf.Tensor:
-        return tf.add_n([tf.cast(m(images, training=False), tf.float32) for m in models]) / len(models)
-
-    return teach
-
-
-def teacher_names(config: TrainConfig) -> list[str]:
-    """--teacher's comma-separated models and files."""
-    return [part.strip() for part in (config.teacher or "").split(",") if part.strip()]
-
-
-def read_soft_targets(path: str, images: int) -> np.ndarray:
-    """A teacher's probabilities (images, 7) from a .npy file, checked against the training data."""
-    try:
-        probs = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise FerkerasError(f"--teacher {path}: cannot read it as a .npy array ({first_line(e)})") from None
-    if probs.shape != (images, NUM_CLASSES):
-        raise FerkerasError(f"--teacher {path}: shape {probs.shape}, expected ({images}, {NUM_CLASSES}): "
-                            "one row of probabilities per training image, in the data's order")
-    probs = probs.astype(np.float64)
-    if not np.isfinite(probs).all() or (probs < 0).any():
-        raise FerkerasError(f"--teacher {path}: probabilities must be finite and non-negative")
-    sums = probs.sum(axis=1)
-    worst = int(np.argmax(np.abs(sums - 1)))
-    if abs(sums[worst] - 1) > 1e-3:
-        raise FerkerasError(f"--teacher {path}: row {worst} sums to {sums[worst]:.4f}, not 1 "
-                            "(softmax probabilities expected)")
-    return probs
-
-
 def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
     """Inverse-frequency class weights (scikit-learn's 'balanced'), for classes present."""
     from sklearn.utils.class_weight import compute_class_weight
@@ -285,98 +192,6 @@ def class_prior(labels: np.ndarray) -> np.ndarray:
     """Each class's share of the labels; a class with none gets half an image's, so its log is finite."""
     counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
     return np.maximum(counts, 0.5) / counts.sum()
-
-
-# ---------------------------------------------------------------------------- callbacks
-
-class EpochLog(keras.callbacks.Callback):
-    """One line per epoch in the reference's format, timing the epoch and its validation."""
-
-    def __init__(self, epochs: int, echo: Echo):
-        super().__init__()
-        self.epochs, self.echo = epochs, echo
-        self.epoch_start = self.val_start = 0.0
-        self.val_seconds = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start, self.val_seconds = time.perf_counter(), 0.0
-
-    def on_test_begin(self, logs=None):
-        self.val_start = time.perf_counter()
-
-    def on_test_end(self, logs=None):
-        self.val_seconds += time.perf_counter() - self.val_start
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        seconds = time.perf_counter() - self.epoch_start
-        # Later callbacks (the history files) read these from logs.
-        logs["seconds"], logs["train_seconds"] = seconds, seconds - self.val_seconds
-        logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        width = len(str(self.epochs))
-        self.echo(
-            f"[{epoch + 1:0{max(3, width)}d}/{self.epochs:0{max(3, width)}d}] {seconds:.2f} sec(s) "
-            f"Train Acc: {logs['accuracy']:.6f} Loss: {logs['loss']:.4f} | "
-            f"Val Acc: {logs['val_accuracy']:.6f} loss: {logs['val_loss']:.4f}"
-        )
-
-
-class HistoryFiles(keras.callbacks.Callback):
-    """history.json and history.csv, rewritten atomically each epoch, every epoch once.
-
-    After a resume an epoch that ran past the last backup runs again: its new row replaces
-    the old one, and rows after it are dropped, so the history never repeats an epoch.
-    """
-
-    def __init__(self, run_dir: Path):
-        super().__init__()
-        self.run_dir = run_dir
-        self.rows = read_history(run_dir)
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        row = {"epoch": epoch + 1}
-        row.update({k: float(logs[k]) for k in HISTORY_FIELDS[1:] if k in logs})
-        self.rows = [r for r in self.rows if r["epoch"] <= epoch] + [row]
-        write_json_atomic(self.run_dir / "history.json", self.rows)
-        lines = [",".join(HISTORY_FIELDS)]
-        lines += [",".join(f"{r.get(k, '')}" for k in HISTORY_FIELDS) for r in self.rows]
-        write_text_atomic(self.run_dir / "history.csv", "\n".join(lines) + "\n")
-
-
-class BestModel(keras.callbacks.Callback):
-    """model.keras: the model of the best validation figure (monitor) so far, saved atomically.
-
-    Keras' ModelCheckpoint writes straight into the file, so a kill mid-save would lose the
-    best model; best starts from a resumed run's history, so a worse epoch never replaces it.
-    """
-
-    def __init__(self, path: Path, best: float | None = None, monitor: str = "val_accuracy"):
-        super().__init__()
-        self.path, self.best, self.monitor = path, best, monitor
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and (self.best is None or value > self.best):
-            self.best = float(value)
-            save_model(float32_copy(self.model), self.path)
-
-
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore, but each backup file is replaced whole.
-
-    Keras writes latest.weights.h5 in place: a kill during the first backup left a corrupt file
-    with no earlier copy to fall back to, and the run could not resume.
-    """
-
-    def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        # Keras insists on the .weights.h5 suffix, so the partial file is named here.
-        partial = os.path.join(self.backup_dir, f".partial-{os.getpid()}.weights.h5")
-        self.model.save_weights(partial, overwrite=True)
-        os.replace(partial, self._weights_path)  # weights first: a kill between re-runs an epoch
-        write_json_atomic(self._training_metadata_path,
-                          {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
 # ---------------------------------------------------------------------------- runs
@@ -489,6 +304,7 @@ def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, e
             "val_images": len(val_split),
             "class_names": list(CLASS_NAMES),
             "versions": library_versions(),
+            "cpu": cpu_record(),
             "devices": [d.name for d in tf.config.list_logical_devices()],
             "command": command_line(),
             "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

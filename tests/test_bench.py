@@ -117,3 +117,16 @@ def test_pipeline_bench_reads_photos_as_predict_does(fer2013_dir):
     for condition in ("photo", "close"):  # BlazeFace finds most faces set into frames
         assert results[condition]["shipped"]["found"] > 0.7, condition
         assert results[condition]["shipped"]["accuracy"] > 0.35, condition  # chance is 0.14
+
+
+def test_train_speed_runs_an_avx2_cpus_kernels_and_eigen_where_asked(monkeypatch):
+    """The figures of bench/README's AVX2 section rest on these settings reaching each worker."""
+    train_speed = load_bench("train_speed")
+    for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    plain = train_speed.worker_environment("ferkeras", None)
+    assert not {"TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"} & set(plain)
+    eigen = train_speed.worker_environment("ferkeras eigen", "AVX2")
+    assert eigen["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert (eigen["ONEDNN_MAX_CPU_ISA"], eigen["ATEN_CPU_CAPABILITY"]) == ("AVX2", "avx2")
+    assert "TF_ENABLE_ONEDNN_OPTS" not in train_speed.worker_environment("pytorch reference", "AVX2")

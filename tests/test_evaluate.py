@@ -179,6 +179,7 @@ def test_evaluate_reproduces_the_runs_validation_accuracy(trained_synthetic_run,
     assert "With flip TTA: accuracy" in out
     assert f"Balanced accuracy (the mean recall) {result['balanced_accuracy']:.4f}" in out
     assert 0 <= result["ece"] <= 1 and result["nll"] > 0 and len(result["calibration_bins"]) == 15
+    assert config["cpu"]["onednn"] is True and config["cpu"]["model"]  # what trained it, recorded
     for name in ("confusion_matrix_val.png", "confusion_matrix_val.csv",
                  "confusion_matrix_val_normalized.csv", "confusion_matrix_val_tta.png",
                  "reliability_val.png", "reliability_val_tta.png"):

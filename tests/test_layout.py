@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ferkeras"
 LAYERS = [
     "ferkeras",  # __version__ only
     # facts and I/O helpers
-    "ferkeras.errors", "ferkeras.spec", "ferkeras.fileio", "ferkeras.plotting",
+    "ferkeras.errors", "ferkeras.cpu", "ferkeras.spec", "ferkeras.fileio", "ferkeras.plotting",
     # what a run is, where runs are, what they trained on
     "ferkeras.config", "ferkeras.synthetic", "ferkeras.data", "ferkeras.runs",
     # the model, and running any model file
@@ -22,9 +22,10 @@ LAYERS = [
     "ferkeras.media.images", "ferkeras.media.faces", "ferkeras.media.detect", "ferkeras.media.mtcnn",
     "ferkeras.media.blazeface", "ferkeras.media.crop",
     "ferkeras.media.draw", "ferkeras.media.frames", "ferkeras.media.track", "ferkeras.media",
-    # the gradient math, then the stages: train (and its multi-worker loop), evaluate (and its
-    # metrics), calibration, export
-    "ferkeras.gradients", "ferkeras.distributed", "ferkeras.train", "ferkeras.metrics",
+    # the gradient math, then the stages: train (and its multi-worker loop, teachers and
+    # callbacks), evaluate (and its metrics), calibration, export
+    "ferkeras.gradients", "ferkeras.distributed", "ferkeras.teaching", "ferkeras.callbacks",
+    "ferkeras.train", "ferkeras.metrics",
     "ferkeras.evaluate", "ferkeras.calibrate",
     "ferkeras.exportmeta", "ferkeras.export",
     # explanations: methods and figures (arrays in, arrays and figures out), and the `viz`

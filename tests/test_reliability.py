@@ -36,9 +36,9 @@ from test_data import (
     write_folders,
 )
 
+from ferkeras.callbacks import EpochLog
 from ferkeras.errors import quiet_stderr
 from ferkeras.runs import read_history
-from ferkeras.train import EpochLog
 
 SMALL_RUN = ("--data", "synthetic:200", "--epochs", "2", "--batch-size", "64")
 

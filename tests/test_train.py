@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from conftest import real_class_folders, run_main
 
+from ferkeras.callbacks import EpochLog, HistoryFiles
 from ferkeras.data import Split
 from ferkeras.runs import read_history
-from ferkeras.train import EpochLog, HistoryFiles, balanced_class_weight, make_augmenter, make_pipeline
+from ferkeras.train import balanced_class_weight, make_augmenter, make_pipeline
 
 FERKERAS = [sys.executable, "-c", "from ferkeras.cli.main import main; main()"]
 EPOCH_LINE = re.compile(r"^\[(\d{3})/(\d{3})\] \d+\.\d{2} sec\(s\) Train Acc: [01]\.\d{6} "
@@ -265,7 +266,7 @@ def test_summary_prints_the_reference_parameter_count(default_run, monkeypatch, 
 # second batch): where it dies is fixed, not a race between a poll and the run's speed.
 KILLED_IN_EPOCH_3 = """
 import os, signal
-from ferkeras.train import EpochLog
+from ferkeras.callbacks import EpochLog
 begin = EpochLog.on_epoch_begin
 def kill_in_epoch_3(self, epoch, logs=None):
     begin(self, epoch, logs)
@@ -300,8 +301,8 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
 
 
 def test_a_backup_killed_mid_save_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    from ferkeras.callbacks import AtomicBackupAndRestore
     from ferkeras.model import build_model
-    from ferkeras.train import AtomicBackupAndRestore
 
     model = build_model()
     backup = AtomicBackupAndRestore(str(tmp_path))
@@ -362,7 +363,7 @@ def test_distillation_targets_blend_labels_with_the_teachers_probabilities(train
     from ferkeras.evaluate import predict
     from ferkeras.model import load_model
     from ferkeras.runners import TFLiteRunner
-    from ferkeras.train import distillation_targets
+    from ferkeras.teaching import distillation_targets
 
     split = load_dataset("synthetic:3000").splits["train"]
     split = Split(split.images[:200], split.labels[:200])
@@ -419,7 +420,7 @@ def test_a_consistent_teacher_labels_the_augmented_view_the_student_sees(trained
     from ferkeras.config import TrainConfig
     from ferkeras.data import load_dataset
     from ferkeras.model import load_model
-    from ferkeras.train import consistent_teacher
+    from ferkeras.teaching import consistent_teacher
 
     split = load_dataset("synthetic:3000").splits["train"]
     split = Split(split.images[:64], split.labels[:64])
@@ -470,7 +471,7 @@ def test_soft_targets_from_a_npy_file_are_checked_against_the_data(tmp_path):
     from ferkeras.config import TrainConfig
     from ferkeras.data import load_dataset
     from ferkeras.errors import FerkerasError
-    from ferkeras.train import distillation_targets
+    from ferkeras.teaching import distillation_targets
 
     split = load_dataset("synthetic:3000").splits["train"]
     split = Split(split.images[:50], split.labels[:50])

@@ -1,0 +1,49 @@
+"""The CPU a run trains on and the kernels TensorFlow picked for it, for config.json and benchmarks."""
+
+import os
+import platform
+from pathlib import Path
+
+# The instruction sets that decide TensorFlow's speed here. TensorFlow turns oneDNN on by itself
+# only with AVX-512 VNNI or BF16, AVX-VNNI or AMX; ferkeras/__init__.py turns it on everywhere.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo; empty where there is none (macOS, Windows)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as lscpu gives it."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """Which of ISA_FLAGS the CPU has (empty where the OS does not list them)."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    return [flag for flag in ISA_FLAGS if flag in flags]
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process (it decides once, when it loads)."""
+    from ferkeras.errors import import_tensorflow
+
+    import_tensorflow()
+    from tensorflow.python.util import _pywrap_util_port  # the switch's only reader, private
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def cpu_record() -> dict[str, object]:
+    """The CPU and the kernels picked for it, as config.json records them."""
+    return {"model": cpu_model(), "flags": cpu_flags(), "onednn": onednn_enabled(),
+            "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
