@@ -3,6 +3,7 @@
     python bench/video.py [--fer-python /tmp/fer-venv/bin/python] [--rounds 3] [--frames 300]
                           [--mtcnn-frames 60] [--clip /tmp/ferkeras-bench/grace_pan.mp4]
                           [--recall-faces 100] [--data /work/shared/datasets/fer2013]
+                          [--model shipped]
 
 The clip (written on first use): grace_hopper.jpg (matplotlib's sample photo) panned and zoomed
 by a virtual camera, 10 s of 640x480 at 30 frames/s, one face of 130-220 px, through ferkeras'
@@ -272,13 +273,14 @@ def main() -> None:
     parser.add_argument("--recall-faces", type=int, default=100, help="0: skip the faces-found check")
     parser.add_argument("--data", type=Path, default=Path("/work/shared/datasets/fer2013"))
     parser.add_argument("--whole-only", action="store_true", help="skip the stages and faces-found parts")
+    parser.add_argument("--model", default="shipped", help="ferkeras' model (shipped, large, a file, a run)")
     args = parser.parse_args()
 
     from ferkeras.predict import FaceRecognizer
     from ferkeras.runners import load_runner
 
     clip = make_clip(args.clip)
-    runner = load_runner("shipped")
+    runner = load_runner(args.model)
     print(f"clip: {clip} ({SECONDS} s, {SIZE[0]}x{SIZE[1]}, {FPS} frames/s); model: {runner.name}")
 
     # 1. stages

@@ -7,7 +7,8 @@ module only takes fer's arguments and gives fer's answers: `[{"box": [x, y, w, h
 fer's file names under Video's outdir. The native API (ferkeras.predict) gives full precision.
 
 Where ferkeras does otherwise, on purpose:
-- The model is ferkeras' (the shipped int8 model; `use_tflite=False`: its Keras twin), which
+- The model is ferkeras' (the large shipped model's int8 file, ferkeras' default for photos;
+  `use_tflite=False`: its Keras twin; `model="shipped"`: the reference architecture's), which
   classifies the detector's box as FER2013 frames a face (48x48 gray, flip test-time
   augmentation): `offsets`, fer's margin for its own 64x64 model, is checked and not used.
   `tfserving=True` warns and runs the local model. Extra keyword-only arguments: `model` (any
@@ -62,7 +63,7 @@ from ferkeras.media.frames import Frame, VideoSink, VideoSource
 from ferkeras.media.images import as_rgb, decode_image, read_image, to_gray
 from ferkeras.predict import DEFAULT_DETECTOR, DEFAULT_TTA, FaceRecognizer, FoundFaces, make_detector
 from ferkeras.runners import Runner
-from ferkeras.runs import SHIPPED, shipped_dir
+from ferkeras.runs import RECOGNITION_DEFAULT, shipped_dir
 from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
 from ferkeras.video import analyze_video
 
@@ -147,8 +148,8 @@ class FER:
     The detector is ferkeras' default, BlazeFace, unless the script asks for one of fer's: Haar
     when it passes mtcnn=False or any of cascade_file, scale_factor, min_face_size and
     min_neighbors (which set the cascade as in fer), MTCNN with mtcnn=True; or `detector` names
-    one (haar, mtcnn, blazeface, or a Detector). use_tflite=False runs the shipped Keras
-    model instead of its int8 TFLite file. offsets and tfserving are accepted and not used (see
+    one (haar, mtcnn, blazeface, or a Detector). use_tflite=False runs the large shipped
+    model's Keras file instead of its int8 TFLite file. offsets and tfserving are accepted and not used (see
     the module's docstring). model: any model name ferkeras takes (a run, .keras, .tflite, a
     Runner), overriding use_tflite; tta: "none", "flip" (default) or "shifts".
     """
@@ -183,7 +184,7 @@ class FER:
                         else DEFAULT_DETECTOR)
         detector = make_detector(detector)
         if model is None:
-            model = SHIPPED if use_tflite else shipped_dir() / "model.keras"
+            model = RECOGNITION_DEFAULT if use_tflite else shipped_dir(RECOGNITION_DEFAULT) / "model.keras"
         self.recognizer = FaceRecognizer(model, detector, tta=tta)
         self.emotions: list[dict] = []  # the last detect_emotions answer with faces, as fer keeps it
 

@@ -21,6 +21,7 @@ from ferkeras.data import as_batch
 from ferkeras.errors import FerkerasError, first_line, quiet_stderr
 from ferkeras.fileio import read_json
 from ferkeras.runs import (
+    RECOGNITION_DEFAULT,
     SHIPPED,
     SHIPPED_LARGE,
     SHIPPED_MODELS,
@@ -280,12 +281,12 @@ def needs_tensorflow(model: str | os.PathLike | None, runs_dir: str | os.PathLik
 def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_DIR) -> Path:
     """The file or folder a model name stands for.
 
-    None: the latest run in runs_dir, else (no runs) the shipped model; `shipped` or `large`:
+    None: the latest run in runs_dir, else (no runs) the large model; `shipped` or `large`:
     that shipped model's int8 file; anything else: itself (a .tflite/.keras file, a SavedModel
     or export folder) or a run's best model.keras.
     """
     if model is None:
-        model = SHIPPED if not has_runs(runs_dir) else None
+        model = RECOGNITION_DEFAULT if not has_runs(runs_dir) else None
     if str(model) in SHIPPED_MODELS:
         return shipped_file(str(model), SHIPPED_FILE)
     if model is not None:
@@ -303,7 +304,7 @@ def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike =
 
 def load_runner(model: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
                 threads: int | None = None) -> Runner:
-    """A runner for a model name (see resolve_model): None is the latest run, else the shipped model."""
+    """A runner for a model name (see resolve_model): None is the latest run, else the large model."""
     path = resolve_model(model, runs_dir)
     if path.suffix == ".tflite":
         runner = TFLiteRunner(path, threads)

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 SHIPPED = "shipped"  # the model name that means the one installed with the package (exported/)
 SHIPPED_LARGE = "large"  # the large architecture's model, installed beside it (exported/large/)
 SHIPPED_MODELS = {SHIPPED: ".", SHIPPED_LARGE: "large"}  # name -> its folder in exported/
+# The model that recognition (predict, video, serve, compat) uses where no run is given and none
+# exists: the large one read faces in photos, FER2013's test split and the withheld sets better
+# for 1.5 ms more a face, where detection takes 20-30 ms (bench/README.md, "Which model a photo gets").
+RECOGNITION_DEFAULT = SHIPPED_LARGE
 
 
 def shipped_dir(name: str = SHIPPED) -> Path:

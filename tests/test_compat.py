@@ -79,7 +79,7 @@ def test_detect_emotions_answers_in_fers_shape(fer, grace):
     assert list(scores) == FER_EMOTIONS
     assert all(type(p) is float and p == round(p, 2) for p in scores.values())  # fer rounds to 2
     assert abs(sum(scores.values()) - 1) <= 0.04
-    assert max(scores, key=scores.get) == "neutral" and scores["neutral"] >= 0.6  # 0.93 measured
+    assert max(scores, key=scores.get) == "neutral" and scores["neutral"] >= 0.6  # 0.75 measured (large)
     assert fer.top_emotion(grace) == ("neutral", scores["neutral"])
     assert fer.emotions == [face]
     assert fer.find_faces(grace) == [face["box"]]
@@ -90,7 +90,10 @@ def test_a_gray_array_and_given_boxes_work(fer, grace):
     gray = cv2.cvtColor(grace, cv2.COLOR_BGR2GRAY)
     # BlazeFace sees colour, so the gray photo's face moves by a pixel or two; Haar sees gray alone.
     [found] = fer.detect_emotions(gray)
-    assert iou(found["box"], expected["box"]) > 0.9 and found["emotions"]["neutral"] >= 0.6
+    assert iou(found["box"], expected["box"]) > 0.9
+    # The same answer; the large model's neutral is 0.75 on the colour photo, 0.44 on the gray one.
+    assert max(found["emotions"], key=found["emotions"].get) == "neutral" == \
+        max(expected["emotions"], key=expected["emotions"].get)
     haar = FER(mtcnn=False)
     [expected] = haar.detect_emotions(grace)
     assert haar.detect_emotions(gray) == [expected]
