@@ -8,7 +8,8 @@ Every layer is timed alone on a batch of its real input shape, forward and forwa
 (gradients for its input and its weights), compiled (tf.function, no XLA) and in training mode,
 the median of --repeats calls. `whole step` is a full training step (Adam, cross-entropy) on
 the same batch; `rest` is what the layers do not explain: the loss, the optimizer's update, the
-framework's own work between kernels. --max-isa AVX2 caps oneDNN and PyTorch at AVX2, so that an
+framework's own work between kernels. Then inference, as evaluate (a batch) and the Keras runner
+(one face) run it. --max-isa AVX2 caps oneDNN and PyTorch at AVX2, so that an
 AVX-512 machine runs an AVX2 CPU's kernels (bench/train_speed.py has the same flag).
 """
 
@@ -92,7 +93,11 @@ def time_keras(batch: int, repeats: int) -> dict:
     images = rng.integers(0, 256, (batch, 48, 48, 1)).astype(np.float32)
     labels = np.eye(7, dtype=np.float32)[rng.integers(0, 7, batch)]
     step = median_ms(lambda: model.train_on_batch(images, labels), repeats)
-    return {"rows": rows, "step": step}
+    infer = tf.function(lambda x: model(x, training=False))  # what evaluate and the Keras runner run
+    one, many = tf.constant(images[:1]), tf.constant(images)
+    inference = {"1 face": median_ms(lambda: infer(one).numpy(), repeats),
+                 f"{batch} faces": median_ms(lambda: infer(many).numpy(), repeats)}
+    return {"rows": rows, "step": step, "inference": inference}
 
 
 def time_torch(batch: int, repeats: int) -> dict:
@@ -139,7 +144,12 @@ def time_torch(batch: int, repeats: int) -> dict:
         loss_fn(model(images), labels).backward()
         optimizer.step()
 
-    return {"rows": rows, "step": median_ms(step, repeats)}
+    timed_step = median_ms(step, repeats)
+    model.eval()
+    with torch.no_grad():
+        inference = {"1 face": median_ms(lambda: model(images[:1]), repeats),
+                     f"{batch} faces": median_ms(lambda: model(images), repeats)}
+    return {"rows": rows, "step": timed_step, "inference": inference}
 
 
 def measure(backend: str, batch: int, repeats: int, max_isa: str | None) -> dict | None:
@@ -183,6 +193,9 @@ def main() -> None:
     print(f"{'layers, sum':<12}" + "".join(f"{'':>13}{sums[n]:9.2f}" for n in names))
     print(f"{'whole step':<12}" + "".join(f"{'':>13}{results[n]['step']:9.2f}" for n in names))
     print(f"{'rest':<12}" + "".join(f"{'':>13}{results[n]['step'] - sums[n]:9.2f}" for n in names))
+    print("\ninference (training=False), ms:")
+    for row in results[names[0]]["inference"]:
+        print(f"{row:<12}" + "".join(f"{'':>13}{results[n]['inference'][row]:9.2f}" for n in names))
     if "pytorch" in results:
         print("\nwhole step, PyTorch's time / each backend's (above 1: faster than PyTorch):")
         for name in names:
