@@ -3,6 +3,7 @@ leaves oneDNN off on AVX2-only CPUs, where its Eigen kernels train 2.7x slower."
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -22,6 +23,8 @@ def record_in_fresh_process(**environment: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                    reason="TensorFlow's oneDNN switch is tested on x86 CPUs (AVX2, AVX-512, AMX)")
 def test_ferkeras_turns_onednn_on_and_a_users_setting_wins():
     # On every CPU, AVX2-only ones included, where TensorFlow itself would leave it off.
     assert record_in_fresh_process()["onednn"] is True
