@@ -286,9 +286,16 @@ def main() -> None:
     # 1. stages
     import scipy.optimize  # noqa: F401  (IoUTracker imports it on first use: not a per-frame cost)
 
+    from ferkeras.media.blazeface import BlazeFaceDetector
     from ferkeras.media.detect import HaarDetector
     from ferkeras.predict import make_detector
-    from ferkeras.video import DEFAULT_SCAN_EVERY
+    from ferkeras.video import DEFAULT_SCAN_EVERY, FULL_SEARCH_EVERY
+
+    class SquaresEveryFrame(BlazeFaceDetector):
+        """BlazeFace searching its squares for small faces in every whole frame, as before follow()."""
+
+        def follow(self, rgb, gray, boxes):
+            return self(rgb, gray)
 
     detectors = {"blazeface (the default)": ("blazeface", args.frames), "haar": ("haar", args.frames),
                  "haar, 50 px min face (fer's)": (HaarDetector(min_size=50), args.frames),
@@ -323,12 +330,15 @@ def main() -> None:
     if args.rounds < 1:
         return
     # (recognizer, scan_every): as shipped, the whole frame is searched every DEFAULT_SCAN_EVERY
-    # frames and near the tracked faces in between; scan_every 1 searches every whole frame, as fer.
+    # frames and near the tracked faces in between; scan_every 1 searches every whole frame, as fer,
+    # BlazeFace's squares (faces under a tenth of the frame) every FULL_SEARCH_EVERY frames.
     contenders = {
         f"ferkeras as shipped: blazeface, whole frame every {DEFAULT_SCAN_EVERY}, near tracks between, "
         "tta flip": (FaceRecognizer(runner, "blazeface", tta="flip"), DEFAULT_SCAN_EVERY),
-        "ferkeras blazeface, whole frame every frame, tta flip": (
+        f"ferkeras blazeface, whole frame every frame, small faces every {FULL_SEARCH_EVERY}, tta flip": (
             FaceRecognizer(runner, "blazeface", tta="flip"), 1),
+        "ferkeras blazeface, whole frame and small faces every frame (before follow), tta flip": (
+            FaceRecognizer(runner, SquaresEveryFrame(), tta="flip"), 1),
         f"ferkeras haar 24 px, whole frame every {DEFAULT_SCAN_EVERY}, near tracks between, "
         "tta flip": (FaceRecognizer(runner, "haar", tta="flip"), DEFAULT_SCAN_EVERY),
         "ferkeras haar 24 px, whole frame every frame, tta flip": (FaceRecognizer(runner, "haar", tta="flip"),

@@ -116,15 +116,19 @@ class FaceRecognizer:
         """The class names, in the order of each face's probabilities."""
         return self.runner.labels
 
-    def find(self, rgb: np.ndarray, detect: bool | None = True, near: list[Box] | None = None) -> FoundFaces:
+    def find(self, rgb: np.ndarray, detect: bool | None = True, near: list[Box] | None = None,
+             follow: list[Box] | None = None) -> FoundFaces:
         """Detections and crops of an RGB image; detect None: a 48x48 image is one face as it is,
         False: the whole image is one face. near: search only around these boxes (a video's
-        tracks; Detector.near), where given."""
+        tracks; Detector.near), where given. follow: a video's whole-frame search that knows its
+        tracked boxes (Detector.follow)."""
         gray = to_gray(rgb)
         height, width = gray.shape
         whole = not detect if detect is not None else is_face_crop(gray)
         detections = ([Detection((0, 0, width, height))] if whole
-                      else self.detector.near(rgb, gray, near) if near else self.detector(rgb, gray))
+                      else self.detector.near(rgb, gray, near) if near
+                      else self.detector.follow(rgb, gray, follow) if follow is not None
+                      else self.detector(rgb, gray))
         crops = (np.stack([crop_detection(gray, d, self.align) for d in detections]) if detections
                  else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
         return FoundFaces(detections, crops, whole)
@@ -138,10 +142,10 @@ class FaceRecognizer:
         return [Face(d.box, p, self.labels, landmarks=d.landmarks)
                 for d, p in zip(found.detections, probabilities, strict=True)]
 
-    def recognize(self, rgb: np.ndarray, detect: bool | None = True,
-                  near: list[Box] | None = None) -> tuple[FoundFaces, list[Face]]:
+    def recognize(self, rgb: np.ndarray, detect: bool | None = True, near: list[Box] | None = None,
+                  follow: list[Box] | None = None) -> tuple[FoundFaces, list[Face]]:
         """find, then classify the crops: the detections (with their crops) and their Face records."""
-        found = self.find(rgb, detect, near)
+        found = self.find(rgb, detect, near, follow)
         return found, self.faces(found, self.classify(found.crops))
 
     def __call__(self, image: np.ndarray, color: str = "bgr", detect: bool | None = True) -> list[Face]:

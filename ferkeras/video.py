@@ -33,6 +33,10 @@ from ferkeras.predict import FaceRecognizer
 # A face that comes into view is found within this many analysed frames (1/3 s at 30 fps);
 # between full scans the detector searches only near the tracked faces (bench/video.py).
 DEFAULT_SCAN_EVERY = 10
+# A whole-frame search may leave out the search for small faces (BlazeFace's squares,
+# Detector.follow) but runs it at least this often, so that a small face coming into view is
+# found as soon as at the default --scan-every.
+FULL_SEARCH_EVERY = DEFAULT_SCAN_EVERY
 # Halves the label's flips on a steady face (18.9 -> 8.8 per 100 frames) for half a frame of lag
 # after a real change of expression (bench/smoothing.py).
 DEFAULT_SMOOTH = 0.5
@@ -72,14 +76,18 @@ def analyze_video(source: VideoSource, recognizer: FaceRecognizer, smooth: float
 
     Every frame is searched for faces: the whole frame every scan_every frames (and whenever no
     face is tracked), in between only around the tracked faces (Detector.near), so a face that
-    comes into view is found within scan_every analysed frames.
+    comes into view is found within scan_every analysed frames. Of the whole-frame searches, one
+    at least every FULL_SEARCH_EVERY frames looks for faces of every size; the others follow the
+    tracks (Detector.follow), which lets BlazeFace skip its search for small new faces.
     """
     check_scan_every(scan_every)
     tracker = tracker or IoUTracker()
     smoother = Smoother(smooth)
+    full_every = scan_every * -(-FULL_SEARCH_EVERY // scan_every)  # a multiple of scan_every
     for n, frame in enumerate(source):
-        near = list(tracker.boxes.values()) if n % scan_every else None
-        faces = recognizer.recognize(as_rgb(frame.bgr, "bgr"), near=near)[1]
+        tracked = list(tracker.boxes.values())
+        search = {"near": tracked} if n % scan_every else {"follow": tracked} if n % full_every else {}
+        faces = recognizer.recognize(as_rgb(frame.bgr, "bgr"), **search)[1]
         for face, track_id in zip(faces, tracker.update([f.box for f in faces]), strict=True):
             face.track_id = track_id
             face.probabilities = smoother.update(track_id, face.probabilities)

@@ -119,6 +119,28 @@ def test_a_tracked_face_is_found_near_its_box(detector, photo):
     assert detector.near(photo, to_gray(photo), [(0, 440, 100, 100)]) == []  # no face down there
 
 
+def test_following_tracks_keeps_a_small_face_without_the_squares(detector, photo, fer2013_dir):
+    """A video's whole-frame search between full ones (follow): the photo's large face is found by
+    the whole-image pass, a small FER2013 face only by the squares or near its track."""
+    canvas = np.full((960, 1280, 3), 90, np.uint8)
+    canvas[200:200 + photo.shape[0], 40:40 + photo.shape[1]] = photo
+    face = cv2.imread(str(sorted((fer2013_dir / "test" / "happy").glob("*.jpg"))[0]), cv2.IMREAD_GRAYSCALE)
+    small = cv2.copyMakeBorder(cv2.resize(face, (100, 100), interpolation=cv2.INTER_CUBIC),
+                               50, 50, 50, 50, cv2.BORDER_REPLICATE)
+    canvas[300:500, 900:1100] = small[:, :, None]
+    gray = to_gray(canvas)
+    large_face, small_face = detector(canvas)
+    assert small_face.box[2] < 0.1 * canvas.shape[1] < large_face.box[2]
+    (alone,) = detector.follow(canvas, gray, [])  # no track: the small face waits for a full search
+    assert box_iou(alone.box, large_face.box) > 0.8
+    followed = detector.follow(canvas, gray, [large_face.box, small_face.box])
+    kept = [box_iou(a.box, b.box) > 0.5 for a, b in zip(followed, (large_face, small_face), strict=True)]
+    assert kept == [True, True]
+    # where the whole image shows no face, follow searches the squares, as a full search does
+    (only,) = detector.follow(np.ascontiguousarray(canvas[:, 640:]), to_gray(canvas[:, 640:]), [])
+    assert box_iou(only.box, (small_face.box[0] - 640, *small_face.box[1:])) > 0.5
+
+
 def test_small_faces_are_searched_for_in_squares_that_cover_the_image():
     height, width = 1080, 1920
     squares = tiles((height, width), 48 / blazeface.FACE_FRACTION)

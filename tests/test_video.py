@@ -507,6 +507,41 @@ def test_searching_near_the_tracks_finds_what_the_whole_frame_search_finds(grace
             assert iou([a.box], [b.box])[0, 0] > 0.8 and b.track_id == 1
 
 
+@pytest.mark.parametrize("scan_every, full_every", [(1, 10), (3, 12), (10, 10)])
+def test_a_full_search_comes_every_ten_frames_and_the_whole_frame_ones_between_follow_the_tracks(
+        grace_hopper_clip, scan_every, full_every):
+    """BlazeFace's squares (small faces) are searched at least every FULL_SEARCH_EVERY frames; the
+    other whole-frame searches follow the tracks, and the face is found in every frame."""
+    from ferkeras.media.blazeface import BlazeFaceDetector
+    from ferkeras.video import FULL_SEARCH_EVERY, analyze_video
+
+    class Recording(BlazeFaceDetector):
+        def __init__(self):
+            super().__init__()
+            self.searches = []
+
+        def __call__(self, rgb, gray=None):
+            self.searches.append("full")
+            return super().__call__(rgb, gray)
+
+        def follow(self, rgb, gray, boxes):
+            self.searches.append("follow")
+            return super().follow(rgb, gray, boxes)
+
+        def near(self, rgb, gray, boxes):
+            self.searches.append("near")
+            return super().near(rgb, gray, boxes)
+
+    detector = Recording()
+    with frames.VideoSource(grace_hopper_clip) as source:
+        results = list(analyze_video(source, FaceRecognizer("shipped", detector), scan_every=scan_every))
+    assert FULL_SEARCH_EVERY == 10
+    assert detector.searches[:2 * full_every] == ["near" if n % scan_every else "follow" if n % full_every
+                                                   else "full" for n in range(2 * full_every)]
+    assert [len(r.faces) for r in results] == [1] * CLIP_FRAMES
+    assert {face.track_id for r in results for face in r.faces} == {1}
+
+
 def test_near_searches_only_around_the_given_boxes(recognizer):
     bgr = grace_hopper_bgr()
     rgb, gray = bgr[:, :, ::-1].copy(), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)

@@ -51,6 +51,8 @@ SQUARE_MIN_SCORE = 0.75
 # (0.5: 96%, 0.2: 26%; 200 PublicTest faces in canvases of edge pixels): the squares searched
 # go down to min_face_size / FACE_FRACTION pixels.
 FACE_FRACTION = 0.33
+# follow(): a tracked face overlapping a detection this much is found again, as the tracker's IoU.
+TRACK_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -216,10 +218,24 @@ class BlazeFaceDetector(Detector):
         deeper = tiles(rgb.shape[:2], MIN_FACE / FACE_FRACTION)[1 + len(squares):]  # none in a small image
         return self._detect(rgb, [(square, self.networks[0], self.square_threshold) for square in deeper])
 
+    def follow(self, rgb: np.ndarray, gray: np.ndarray, boxes: list[Box]) -> list[Detection]:
+        """A video frame's whole-frame search without the squares: both models on the whole
+        frame, the short-range one near each tracked face they did not find again (a small face
+        keeps its track), and the full search only where that finds nothing at all.
+
+        The squares are three quarters of a frame's search (bench/video.py); a new face under a
+        tenth of the frame waits for the video's next full search.
+        """
+        found = self._detect(rgb, [(_whole(rgb), network, self.threshold) for network in self.networks])
+        lost = [box for box in boxes if not found or iou([box], [d.box for d in found]).max() < TRACK_IOU]
+        for detection in self.near(rgb, gray, lost) if lost else []:
+            if not found or iou([detection.box], [d.box for d in found]).max() < TRACK_IOU:
+                found.append(detection)
+        return sorted(found, key=lambda d: (d.box[0], d.box[1])) if found else self(rgb, gray)
+
     def _search(self, rgb: np.ndarray, gray: np.ndarray, size: int) -> list[Detection]:
         """Around a tracked face, which fills much of the region: the short-range model alone."""
-        height, width = rgb.shape[:2]
-        return self._detect(rgb, [((0, 0, width, height), self.networks[0], self.threshold)])
+        return self._detect(rgb, [(_whole(rgb), self.networks[0], self.threshold)])
 
     def _detect(self, rgb: np.ndarray, searches: list[tuple[Box, _Network, float]]) -> list[Detection]:
         """Each (region, model, least score) search's candidates, merged, as detections in the
@@ -243,6 +259,11 @@ class BlazeFaceDetector(Detector):
             detections.append(Detection((left, top, right - left, bottom - top), float(score),
                                         face[2:][list(LANDMARK_KEYPOINTS)].astype(np.float32)))
         return sorted(detections, key=lambda d: (d.box[0], d.box[1]))
+
+
+def _whole(image: np.ndarray) -> Box:
+    """The box of the whole image."""
+    return (0, 0, image.shape[1], image.shape[0])
 
 
 def tiles(shape: tuple[int, int], smallest: float) -> list[Box]:

@@ -55,6 +55,15 @@ class Detector:
                     found.append(candidate)  # two tracks' regions can hold the same face
         return sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
+    def follow(self, rgb: np.ndarray, gray: np.ndarray, boxes: list[Box]) -> list[Detection]:
+        """A whole-frame search in a video whose tracked faces are these boxes.
+
+        A detector whose search for small faces costs most of its time (BlazeFace's squares) may
+        leave that search out here, keep the tracked faces by searching near them, and leave new
+        small faces to the next full search; this one searches the whole frame as __call__ does.
+        """
+        return self(rgb, gray)
+
     def _search(self, rgb: np.ndarray, gray: np.ndarray, size: int) -> list[Detection]:
         """Faces in a region around a face of about this size; detectors may narrow the sizes."""
         return self(rgb, gray)
