@@ -21,7 +21,8 @@ a shared machine only ever slows a run down. The first epoch is warm-up and is n
   BatchNormalization instead of ferkeras' fused one), bf16 (mixed bfloat16), xla (jit_compile),
   spe8 (steps_per_execution=8), batch256, eigen (TensorFlow's Eigen kernels instead of oneDNN:
   TensorFlow's own default on CPUs without AVX-512 VNNI/BF16 or AMX, such as AVX2-only ones,
-  which ferkeras overrides).
+  which ferkeras overrides), inter1 (one inter-op thread: ops run one after another) and intra1
+  (one intra-op thread: each op's kernel on one core).
 - --max-isa AVX2 caps oneDNN (ONEDNN_MAX_CPU_ISA) and PyTorch's kernels (ATEN_CPU_CAPABILITY) at
   AVX2 for every contender: an AVX2 CPU's kernels, timed on an AVX-512 one.
 - --arch large times ferkeras' large model instead; the PyTorch row, the reference's, is left out.
@@ -44,10 +45,13 @@ import numpy as np  # noqa: E402
 
 from ferkeras.config import ARCHITECTURES  # noqa: E402
 
-VARIANTS = ("keras_bn", "bf16", "xla", "spe8", "batch256", "eigen")
+VARIANTS = ("keras_bn", "bf16", "xla", "spe8", "batch256", "eigen", "inter1", "intra1")
 
-# Environment of one variant's worker, read by TensorFlow when it loads.
-VARIANT_ENVIRONMENT = {"eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
+# Environment of one variant's worker, read by TensorFlow when it loads (process_util.cc reads the
+# thread counts; 0 or unset: one thread per core in each pool).
+VARIANT_ENVIRONMENT = {"eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+                       "inter1": {"TF_NUM_INTEROP_THREADS": "1"},
+                       "intra1": {"TF_NUM_INTRAOP_THREADS": "1"}}
 
 # --max-isa: the instruction sets that oneDNN (TensorFlow's and PyTorch's) and PyTorch's own kernels
 # may use, to time an AVX2 CPU's code paths on a newer CPU.

@@ -122,7 +122,8 @@ def test_pipeline_bench_reads_photos_as_predict_does(fer2013_dir):
 def test_train_speed_runs_an_avx2_cpus_kernels_and_eigen_where_asked(monkeypatch):
     """The figures of bench/README's AVX2 section rest on these settings reaching each worker."""
     train_speed = load_bench("train_speed")
-    for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+    for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+                 "TF_NUM_INTEROP_THREADS"):
         monkeypatch.delenv(name, raising=False)
     plain = train_speed.worker_environment("ferkeras", None)
     assert not {"TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"} & set(plain)
@@ -130,3 +131,5 @@ def test_train_speed_runs_an_avx2_cpus_kernels_and_eigen_where_asked(monkeypatch
     assert eigen["TF_ENABLE_ONEDNN_OPTS"] == "0"
     assert (eigen["ONEDNN_MAX_CPU_ISA"], eigen["ATEN_CPU_CAPABILITY"]) == ("AVX2", "avx2")
     assert "TF_ENABLE_ONEDNN_OPTS" not in train_speed.worker_environment("pytorch reference", "AVX2")
+    assert train_speed.worker_environment("ferkeras inter1", None)["TF_NUM_INTEROP_THREADS"] == "1"
+    assert train_speed.worker_environment("ferkeras intra1", None)["TF_NUM_INTRAOP_THREADS"] == "1"
