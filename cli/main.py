@@ -343,7 +343,8 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
               "old (1: none)")
 @click.option("--scan-every", type=int, default=DEFAULT_SCAN_EVERY, show_default=True, metavar="N",
               help="video: search the whole frame for new faces every N analysed frames, and near "
-              "the tracked faces in between (1: the whole frame every time)")
+              "the tracked faces in between (1: the whole frame every time; faces under a tenth of "
+              "it, every 10 frames)")
 @click.option("--no-detect", is_flag=True, help="images: classify each whole image as one face crop")
 @runs_dir_option
 def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, detector: str, no_align: bool,

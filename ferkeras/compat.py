@@ -337,7 +337,7 @@ class Video:
             # every frame searched whole and nothing smoothed, as fer does: each frame's faces are
             # what detect_emotions gives that frame
             for result in analyze_video(_regions(source, detection_box, whole), recognizer, smooth=1.0,
-                                        scan_every=1):
+                                        scan_every=1, full_search_every=1):
                 frame = whole.pop(result.frame.index)
                 faces = _offset(result.faces, detection_box)
                 bgr = frame.bgr

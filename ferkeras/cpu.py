@@ -1,4 +1,5 @@
-"""The CPU a run trains on and the kernels TensorFlow picked for it, for config.json and benchmarks."""
+"""The CPU a run trains on and the kernels TensorFlow picked for it, for config.json and benchmarks;
+the cores a process may use."""
 
 import os
 import platform
@@ -41,6 +42,11 @@ def onednn_enabled() -> bool:
     from tensorflow.python.util import _pywrap_util_port  # the switch's only reader, private
 
     return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_record() -> dict[str, object]:

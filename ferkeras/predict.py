@@ -59,10 +59,11 @@ MIN_FACE_OPTION = {"haar": "min_size", "mtcnn": "min_face_size", "blazeface": "m
 
 
 def make_detector(name: str | Detector = DEFAULT_DETECTOR, min_face: int | None = None,
-                  **options) -> Detector:
+                  threads: int | None = None, **options) -> Detector:
     """A detector by name (haar, mtcnn, blazeface), with its options; a Detector is returned as it is.
 
     min_face: the smallest face to search for, in pixels, whatever the detector calls it.
+    threads: blazeface's LiteRT threads (None: one per core); the others have no such setting.
     """
     if isinstance(name, Detector):
         return name
@@ -79,7 +80,7 @@ def make_detector(name: str | Detector = DEFAULT_DETECTOR, min_face: int | None 
     if name == "blazeface":
         from ferkeras.media.blazeface import BlazeFaceDetector
 
-        return BlazeFaceDetector(**options)
+        return BlazeFaceDetector(threads=threads, **options)
     raise FerkerasError(f"--detector {name}: not one of {', '.join(DETECTORS)}")
 
 

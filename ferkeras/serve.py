@@ -43,6 +43,7 @@ import numpy as np
 
 import ferkeras
 from ferkeras.config import RUNS_DIR
+from ferkeras.cpu import usable_cores
 from ferkeras.errors import FerkerasError, first_line, import_tensorflow
 from ferkeras.media.faces import Face
 from ferkeras.media.images import ImageTooLarge, decode_image
@@ -82,7 +83,7 @@ class ServeSettings:
         """The number of inference workers: workers, else one per core this process may use."""
         if self.workers is not None:
             return self.workers
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return usable_cores()
 
 
 class ServerBusy(FerkerasError):
@@ -183,14 +184,15 @@ class Service:
         if settings.worker_count < 1 or settings.queue < 0 or settings.max_latency < 0:
             raise FerkerasError(f"--workers {settings.workers}, --queue {settings.queue}, --max-latency "
                                 f"{settings.max_latency}: must be at least 1, 0 and 0")
-        # A TFLite interpreter per worker (and one for saliency), each on one thread: the pool
-        # runs one per core. A TensorFlow model is safe to share, and uses every core itself.
+        # A TFLite interpreter per worker (and one for saliency), each on one thread, as each
+        # worker's detector: the pool runs one per core. A TensorFlow model is safe to share, and
+        # uses every core itself.
         runners = [load_runner(settings.model, settings.runs_dir, threads=1)]
         for _ in range(settings.worker_count):
             runners.append(load_runner(settings.model, settings.runs_dir, threads=1)
                            if isinstance(runners[0], TFLiteRunner) else runners[0])
-        recognizers = [FaceRecognizer(runner, settings.detector, tta=settings.tta, min_face=settings.min_face)
-                       for runner in runners]
+        recognizers = [FaceRecognizer(runner, settings.detector, tta=settings.tta, min_face=settings.min_face,
+                                      threads=1) for runner in runners]
         return cls(recognizers[:-1], recognizers[-1], settings.queue, settings.max_latency)
 
     @property

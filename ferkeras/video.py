@@ -70,20 +70,21 @@ class FrameResult:
 
 
 def analyze_video(source: VideoSource, recognizer: FaceRecognizer, smooth: float = DEFAULT_SMOOTH,
-                  tracker: IoUTracker | None = None, scan_every: int = DEFAULT_SCAN_EVERY
-                  ) -> Iterator[FrameResult]:
+                  tracker: IoUTracker | None = None, scan_every: int = DEFAULT_SCAN_EVERY,
+                  full_search_every: int = FULL_SEARCH_EVERY) -> Iterator[FrameResult]:
     """Faces of each frame the source yields, each with a track id and probabilities smoothed per track.
 
     Every frame is searched for faces: the whole frame every scan_every frames (and whenever no
     face is tracked), in between only around the tracked faces (Detector.near), so a face that
     comes into view is found within scan_every analysed frames. Of the whole-frame searches, one
-    at least every FULL_SEARCH_EVERY frames looks for faces of every size; the others follow the
-    tracks (Detector.follow), which lets BlazeFace skip its search for small new faces.
+    at least every full_search_every frames looks for faces of every size; the others follow the
+    tracks (Detector.follow), which lets BlazeFace skip its search for small new faces (1: every
+    whole-frame search is a photo's).
     """
     check_scan_every(scan_every)
     tracker = tracker or IoUTracker()
     smoother = Smoother(smooth)
-    full_every = scan_every * -(-FULL_SEARCH_EVERY // scan_every)  # a multiple of scan_every
+    full_every = scan_every * -(-max(full_search_every, 1) // scan_every)  # a multiple of scan_every
     for n, frame in enumerate(source):
         tracked = list(tracker.boxes.values())
         search = {"near": tracked} if n % scan_every else {"follow": tracked} if n % full_every else {}

@@ -112,6 +112,15 @@ def test_eyes_level_the_crop_of_a_turned_face(detector, photo):
     assert aligned_error < 0.6 * unaligned_error, (aligned_error, unaligned_error)
 
 
+def test_a_single_stream_gets_every_core(detector):
+    """One photo, video or camera at a time: LiteRT runs each model on every core (serve's workers
+    take one thread each, tests/test_serve.py)."""
+    from ferkeras.cpu import usable_cores
+
+    assert detector.threads == usable_cores() >= 1
+    assert BlazeFaceDetector(threads=1).threads == 1
+
+
 def test_a_tracked_face_is_found_near_its_box(detector, photo):
     (face,) = detector(photo)
     (near,) = detector.near(photo, to_gray(photo), [face.box])

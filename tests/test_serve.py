@@ -193,6 +193,8 @@ def test_each_worker_has_its_own_interpreter_and_detector(detector):
         for kind in (lambda r: r.runner.interpreter, lambda r: r.detector, lambda r: state(r.detector)):
             assert len({id(kind(r)) for r in recognizers}) == 4
         assert loaded.health()["workers"] == {"workers": 3, "capacity": 3, "in": 0}
+        # one thread each, as many workers as cores: a worker's LiteRT threads would contend with the others'
+        assert all(getattr(r.detector, "threads", 1) == 1 for r in recognizers)
     finally:
         loaded.close()
 
