@@ -200,7 +200,7 @@ def ferkeras_run(clip: Path, recognizer, frames: int, scan_every: int) -> dict:
     start = time.perf_counter()
     with VideoSource(clip, max_frames=frames) as video:
         for result in analyze_video(video, recognizer, scan_every=scan_every):
-            draw_faces(result.frame.bgr[:, :, ::-1], result.faces, bars=True)
+            draw_faces(result.frame.bgr, result.faces, bars=True, color="bgr")
             count += 1
             faces += len(result.faces)
     return {"frames": count, "seconds": time.perf_counter() - start, "faces": faces}

@@ -342,7 +342,7 @@ class Video:
                 faces = _offset(result.faces, detection_box)
                 bgr = frame.bgr
                 if annotate_frames:
-                    bgr = np.ascontiguousarray(draw_faces(bgr[:, :, ::-1], faces, bars=True)[:, :, ::-1])
+                    bgr = draw_faces(bgr, faces, bars=True, color="bgr")
                 if save_frames:
                     path = Path(self.outdir) / f"{prefix}{frame.index}.jpg"
                     if not cv2.imwrite(str(path), bgr):

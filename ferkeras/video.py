@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ferkeras.errors import FerkerasError
 from ferkeras.media.draw import draw_faces
 from ferkeras.media.faces import Face
@@ -251,8 +249,7 @@ def predict_video(source: str | os.PathLike | int | VideoSource, recognizer: Fac
                         if table:
                             table.write(result)
                         if movie:
-                            rgb = draw_faces(result.frame.bgr[:, :, ::-1], result.faces, bars=True)
-                            movie.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+                            movie.write(draw_faces(result.frame.bgr, result.faces, bars=True, color="bgr"))
                         if on_frame:
                             on_frame(result)
                         if bar:

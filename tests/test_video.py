@@ -358,13 +358,13 @@ def test_ctrl_c_on_a_live_stream_keeps_whole_outputs(tmp_path):
 def test_recognizer_gives_the_same_on_bgr_rgb_and_gray(recognizer):
     bgr = next(pan_and_zoom(grace_hopper_bgr(), 1))
     rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-    gray = np.asarray(Image.fromarray(rgb).convert("L"))  # ITU-R 601 luma, as the recognizer's own
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))  # ITU-R 601 luma, as Pillow rounds it
     results = [recognizer(bgr), recognizer(rgb, color="rgb"), recognizer(gray)]
     assert [len(faces) for faces in results] == [1, 1, 1]
     assert results[1][0].box == results[0][0].box
     np.testing.assert_array_equal(results[1][0].probabilities, results[0][0].probabilities)
-    # BlazeFace sees colour: in gray (and OpenCV's gray, which rounds a little differently) the
-    # same face, found a pixel or two away, about the same answer
+    # BlazeFace sees colour: in gray (Pillow's, which rounds a little differently, and OpenCV's,
+    # as the recognizer's own) the same face, found a pixel or two away, about the same answer
     for face in (results[2][0], recognizer(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))[0]):
         assert iou([face.box], [results[0][0].box])[0, 0] > 0.8
         assert face.label == results[0][0].label
@@ -489,6 +489,21 @@ def test_the_probability_panel_is_compact_readable_and_beside_the_face(size, box
     assert panel_h * panel_w < 0.12 * size[0] * size[1]  # compact: was over a quarter of 320x240
     assert panel_h <= h and panel_h >= 7 * 11  # seven rows of letters at least 8 px high
     assert rows.min() >= y - 1 and (cols.min() >= x + w or cols.max() < x)  # beside the box
+
+
+def test_a_bgr_frame_is_drawn_on_as_it_is_with_the_same_colours():
+    """draw_faces(bgr, color="bgr") is the RGB drawing with its channels swapped (the bars' colour
+    included), without flipping the frame twice; the frame given is left as it was."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    faces = [Face((40, 30, 120, 120), np.array([0.05, 0.02, 0.03, 0.6, 0.1, 0.15, 0.05]), CLASS_NAMES,
+                  track_id=3)]
+    drawn = draw_faces(bgr, faces, bars=True, color="bgr")
+    assert np.array_equal(drawn, draw_faces(rgb, faces, bars=True)[:, :, ::-1])
+    assert np.array_equal(bgr, rgb[:, :, ::-1]) and not np.array_equal(drawn, bgr)
+    with pytest.raises(ValueError, match="color 'hsv'"):
+        draw_faces(bgr, faces, color="hsv")
 
 
 def test_searching_near_the_tracks_finds_what_the_whole_frame_search_finds(grace_hopper_clip, recognizer):

