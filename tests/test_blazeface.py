@@ -128,6 +128,31 @@ def test_a_tracked_face_is_found_near_its_box(detector, photo):
     assert detector.near(photo, to_gray(photo), [(0, 440, 100, 100)]) == []  # no face down there
 
 
+def test_following_takes_the_cheapest_search_that_finds_the_tracked_faces(photo, monkeypatch):
+    """follow's steps, counted by model run: a tracked face the short-range model finds again on
+    the whole frame costs that one run; a track it does not find adds the full-range pass and a
+    search near the track; a frame without a face ends in the full search, squares and all."""
+    detector = BlazeFaceDetector(threads=1)
+    runs = []
+    for network in detector.networks:
+        run = network.run
+        monkeypatch.setattr(network, "run", lambda window, run=run, size=network.model.size:
+                            runs.append(size) or run(window))
+    gray = to_gray(photo)
+    (face,) = detector(photo)
+    runs.clear()
+    (followed,) = detector.follow(photo, gray, [face.box])
+    assert box_iou(followed.box, face.box) > 0.8 and runs == [128]
+    runs.clear()
+    (followed,) = detector.follow(photo, gray, [face.box, (0, 440, 100, 100)])  # a track gone
+    assert box_iou(followed.box, face.box) > 0.8 and runs == [128, 192, 128, 128]
+    runs.clear()
+    blank = np.full_like(photo, 90)
+    assert detector.follow(blank, to_gray(blank), [face.box]) == []
+    full_search = len(tiles(photo.shape[:2], max(0.1 * 600, 48) / blazeface.FACE_FRACTION)) + 1
+    assert runs[:4] == [128, 192, 128, 128] and len(runs) >= 4 + full_search
+
+
 def test_following_tracks_keeps_a_small_face_without_the_squares(detector, photo, fer2013_dir):
     """A video's whole-frame search between full ones (follow): the photo's large face is found by
     the whole-image pass, a small FER2013 face only by the squares or near its track."""
