@@ -190,7 +190,7 @@ def stage_times(clip: Path, detector, frames: int, runner) -> dict[str, float]:
     return result
 
 
-def ferkeras_run(clip: Path, recognizer, frames: int, scan_every: int) -> dict:
+def ferkeras_run(clip: Path, recognizer, scan_every: int, frames: int, overlap: bool = True) -> dict:
     """analyze_video over the clip with annotation drawn (not encoded): frames, seconds, faces."""
     from ferkeras.media.draw import draw_faces
     from ferkeras.media.frames import VideoSource
@@ -199,7 +199,7 @@ def ferkeras_run(clip: Path, recognizer, frames: int, scan_every: int) -> dict:
     count = faces = 0
     start = time.perf_counter()
     with VideoSource(clip, max_frames=frames) as video:
-        for result in analyze_video(video, recognizer, scan_every=scan_every):
+        for result in analyze_video(video, recognizer, scan_every=scan_every, overlap=overlap):
             draw_faces(result.frame.bgr, result.faces, bars=True, color="bgr")
             count += 1
             faces += len(result.faces)
@@ -297,6 +297,18 @@ def main() -> None:
         def follow(self, rgb, gray, boxes):
             return self(rgb, gray)
 
+    class BothModelsEveryFrame(BlazeFaceDetector):
+        """BlazeFace's follow() before 6 December 2026: both models on every whole frame, the tracks'
+        neighbourhoods where they missed a tracked face (now: the short-range model first)."""
+
+        def follow(self, rgb, gray, boxes):
+            from ferkeras.media.blazeface import _unfound, _whole
+
+            found = self._detect(rgb, [(_whole(rgb), network, self.threshold) for network in self.networks])
+            lost = _unfound(boxes, found)
+            found += [d for d in (self.near(rgb, gray, lost) if lost else []) if _unfound([d.box], found)]
+            return sorted(found, key=lambda d: (d.box[0], d.box[1])) if found else self(rgb, gray)
+
     detectors = {"blazeface (the default)": ("blazeface", args.frames), "haar": ("haar", args.frames),
                  "haar, 50 px min face (fer's)": (HaarDetector(min_size=50), args.frames),
                  "haar, half-size frame (proposal)": (half_size_haar(), args.frames),
@@ -332,11 +344,17 @@ def main() -> None:
     # (recognizer, scan_every): as shipped, the whole frame is searched every DEFAULT_SCAN_EVERY
     # frames and near the tracked faces in between; scan_every 1 searches every whole frame, as fer,
     # BlazeFace's squares (faces under a tenth of the frame) every FULL_SEARCH_EVERY frames.
+    # (recognizer, scan_every, overlap): overlap False runs analyze_video in one thread.
+    every_frame = (f"ferkeras blazeface, whole frame every frame, small faces every {FULL_SEARCH_EVERY}, "
+                   "tta flip")
     contenders = {
         f"ferkeras as shipped: blazeface, whole frame every {DEFAULT_SCAN_EVERY}, near tracks between, "
         "tta flip": (FaceRecognizer(runner, "blazeface", tta="flip"), DEFAULT_SCAN_EVERY),
-        f"ferkeras blazeface, whole frame every frame, small faces every {FULL_SEARCH_EVERY}, tta flip": (
-            FaceRecognizer(runner, "blazeface", tta="flip"), 1),
+        every_frame: (FaceRecognizer(runner, "blazeface", tta="flip"), 1),
+        f"{every_frame}, one thread (no read-ahead)": (FaceRecognizer(runner, "blazeface", tta="flip"), 1,
+                                                       False),
+        f"{every_frame}, one thread, both models on every frame (follow before 6 Dec)": (
+            FaceRecognizer(runner, BothModelsEveryFrame(), tta="flip"), 1, False),
         "ferkeras blazeface, whole frame and small faces every frame (before follow), tta flip": (
             FaceRecognizer(runner, SquaresEveryFrame(), tta="flip"), 1),
         f"ferkeras haar 24 px, whole frame every {DEFAULT_SCAN_EVERY}, near tracks between, "
@@ -354,7 +372,8 @@ def main() -> None:
     for round_ in range(args.rounds):
         order = list(runs) if round_ % 2 == 0 else list(runs)[::-1]
         for name in order:
-            result = (ferkeras_run(clip, contenders[name][0], args.frames, contenders[name][1])
+            result = (ferkeras_run(clip, *contenders[name][:2], frames=args.frames,
+                                   overlap=(contenders[name] + (True,))[2])
                       if name in contenders
                       else fer_run(args.fer_python, clip, args.frames))
             runs[name].append(result)

@@ -47,7 +47,7 @@ import urllib.request
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -336,8 +336,10 @@ class Video:
             whole: dict[int, Frame] = {}
             # every frame searched whole and nothing smoothed, as fer does: each frame's faces are
             # what detect_emotions gives that frame
-            for result in analyze_video(_regions(source, detection_box, whole), recognizer, smooth=1.0,
-                                        scan_every=1, full_search_every=1):
+            results = stack.enter_context(closing(  # closed before the source, on any way out
+                analyze_video(_regions(source, detection_box, whole), recognizer, smooth=1.0, scan_every=1,
+                              full_search_every=1)))
+            for result in results:
                 frame = whole.pop(result.frame.index)
                 faces = _offset(result.faces, detection_box)
                 bgr = frame.bgr

@@ -557,6 +557,51 @@ def test_a_full_search_comes_every_ten_frames_and_the_whole_frame_ones_between_f
     assert {face.track_id for r in results for face in r.faces} == {1}
 
 
+def test_searching_ahead_in_a_thread_gives_the_same_results_in_order(grace_hopper_clip, recognizer):
+    """overlap (the default) searches the next frames while this one is classified: every frame,
+    box, track id and smoothed probability is what the one-thread loop gives."""
+    from ferkeras.video import analyze_video
+
+    def run(overlap: bool) -> list:
+        with frames.VideoSource(grace_hopper_clip) as source:
+            return [(r.frame.index, [(f.box, f.track_id, f.probabilities.tolist()) for f in r.faces])
+                    for r in analyze_video(source, recognizer, scan_every=1, overlap=overlap)]
+
+    ahead = run(True)
+    assert ahead == run(False) and len(ahead) == CLIP_FRAMES and all(faces for _, faces in ahead)
+
+
+def test_reading_ahead_raises_the_sources_error_in_its_place_and_stops_when_closed():
+    from ferkeras.errors import FerkerasError
+    from ferkeras.video import read_ahead
+
+    def broken():
+        yield from range(5)
+        raise FerkerasError("camera.mp4: frame 5 is corrupt")
+
+    got = []
+    with pytest.raises(FerkerasError, match="frame 5 is corrupt"):
+        for item in read_ahead(broken(), depth=2):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+
+    produced, closed = [], threading.Event()
+
+    def endless():
+        try:
+            for n in range(10_000):
+                produced.append(n)
+                yield n
+        finally:
+            closed.set()
+
+    items = read_ahead(endless(), depth=2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()
+    assert closed.is_set() and len(produced) <= 3 + 2 + 1  # the depth ahead, and the one in hand
+    assert not [t for t in threading.enumerate() if t.name == "ferkeras-read-ahead"]
+
+
 def test_near_searches_only_around_the_given_boxes(recognizer):
     bgr = grace_hopper_bgr()
     rgb, gray = bgr[:, :, ::-1].copy(), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
