@@ -25,7 +25,9 @@ own VideoSink (mp4v).
    against fer's Video.analyze (FER(mtcnn=False): its Haar, 50 px minimum face, and its int8
    TFLite model; every frame, save_frames=False, save_video=False, its own annotation on) run in
    fer's interpreter as a subprocess. Only the analysis is timed (no imports, no model loading).
-   Printed: frames/s of each and the ratio to fer's.
+   Printed: frames/s of each and the ratio to fer's. Then BlazeFace and fer again on a clip with
+   no face (grace_hopper.jpg's uniform and flag panned, 10 s of 640x480: an empty room), each
+   ratio to fer's on that clip.
 
 fer (25.10.3) wants opencv-contrib-python, which must not share a venv with ferkeras'
 opencv-python-headless, and facenet-pytorch (torch), which it imports only for mtcnn=True. Its
@@ -54,6 +56,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 
 CLIP = Path(tempfile.gettempdir()) / "ferkeras-bench" / "grace_pan.mp4"
+EMPTY_CLIP = CLIP.with_name("no_face_pan.mp4")
+FER = "fer (Video.analyze, Haar, int8 TFLite)"
+NO_FACE = ", clip with no face"
 SIZE = (640, 480)  # width, height
 FPS = 30
 SECONDS = 10
@@ -118,6 +123,24 @@ def make_clip(path: Path = CLIP, seconds: int = SECONDS, fps: int = FPS) -> Path
     with VideoSink(path, fps, SIZE) as sink:
         for i in range(frames):
             sink.write(render_frame(photo, *camera_path(i, frames)))
+    return path
+
+
+def make_empty_clip(path: Path = EMPTY_CLIP, seconds: int = SECONDS, fps: int = FPS) -> Path:
+    """Write a clip with no face (if not there yet): grace_hopper.jpg's lower part (her uniform and
+    the flag) panned, as a camera on an empty room sees little change; return its path."""
+    import cv2
+
+    from ferkeras.media.frames import VideoSink
+
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    uniform, frames = cv2.resize(grace_hopper_bgr()[380:], (760, 560)), seconds * fps
+    with VideoSink(path, fps, SIZE) as sink:
+        for i in range(frames):
+            x = 60 + int(40 * np.sin(i / 20))
+            sink.write(np.ascontiguousarray(uniform[40:520, x:x + SIZE[0]]))
     return path
 
 
@@ -297,6 +320,13 @@ def main() -> None:
         def follow(self, rgb, gray, boxes):
             return self(rgb, gray)
 
+    class FullSearchWhereNoFace(BlazeFaceDetector):
+        """BlazeFace's follow() before 6 December 2026 on a frame with no face: the full search,
+        squares and deeper, on every such frame."""
+
+        def follow(self, rgb, gray, boxes):
+            return super().follow(rgb, gray, boxes) or self(rgb, gray)
+
     class BothModelsEveryFrame(BlazeFaceDetector):
         """BlazeFace's follow() before 6 December 2026: both models on every whole frame, the tracks'
         neighbourhoods where they missed a tracked face (now: the short-range model first)."""
@@ -363,33 +393,41 @@ def main() -> None:
                                                                      1),
         "ferkeras haar 50 px min face (fer's), whole frame every frame, tta flip": (
             FaceRecognizer(runner, "haar", tta="flip", min_size=50), 1)}
+    # The same on a clip with no face (an empty room): the name's NO_FACE marks its rows.
+    empty = make_empty_clip()
+    contenders |= {
+        f"{every_frame}{NO_FACE}": (FaceRecognizer(runner, "blazeface", tta="flip"), 1),
+        f"{every_frame}, the full search on every frame with no face (before 6 Dec){NO_FACE}": (
+            FaceRecognizer(runner, FullSearchWhereNoFace(), tta="flip"), 1)}
     why_not_fer = fer_available(args.fer_python)
     if why_not_fer:
         print(f"\nfer skipped: {why_not_fer}")
     runs: dict[str, list[dict]] = {name: [] for name in contenders}
     if not why_not_fer:
-        runs["fer (Video.analyze, Haar, int8 TFLite)"] = []
+        runs[FER] = []
+        runs[FER + NO_FACE] = []
     for round_ in range(args.rounds):
         order = list(runs) if round_ % 2 == 0 else list(runs)[::-1]
         for name in order:
-            result = (ferkeras_run(clip, *contenders[name][:2], frames=args.frames,
+            source = empty if name.endswith(NO_FACE) else clip
+            result = (ferkeras_run(source, *contenders[name][:2], frames=args.frames,
                                    overlap=(contenders[name] + (True,))[2])
                       if name in contenders
-                      else fer_run(args.fer_python, clip, args.frames))
+                      else fer_run(args.fer_python, source, args.frames))
             runs[name].append(result)
             print(f"  round {round_ + 1}: {name}: {result['frames'] / result['seconds']:.1f} frames/s",
                   flush=True)
     fps = {name: statistics.median(r["frames"] / r["seconds"] for r in results)
            for name, results in runs.items()}
-    fer_fps = next((v for k, v in fps.items() if k.startswith("fer ")), None)
     print(f"\n| pipeline (every frame of {args.frames}) | frames/s (median of {args.rounds}) | "
-          "faces found | x fer |\n| --- | --- | --- | --- |")
+          "faces found | x fer (on the same clip) |\n| --- | --- | --- | --- |")
     for name, value in fps.items():
         last = runs[name][-1]
         found = last.get("faces", last.get("rows"))
+        fer_fps = fps.get(FER + NO_FACE if name.endswith(NO_FACE) else FER)
         ratio = f"{value / fer_fps:.2f}" if fer_fps else "-"
         print(f"| {name} | {value:.1f} | {found} | {ratio} |")
-    if fer_fps:
+    if FER in fps:
         print("(fer's 'faces found' is its rows: frames with at least one face; it keeps the first face)")
 
 

@@ -522,13 +522,9 @@ def test_searching_near_the_tracks_finds_what_the_whole_frame_search_finds(grace
             assert iou([a.box], [b.box])[0, 0] > 0.8 and b.track_id == 1
 
 
-@pytest.mark.parametrize("scan_every, full_every", [(1, 10), (3, 12), (10, 10)])
-def test_a_full_search_comes_every_ten_frames_and_the_whole_frame_ones_between_follow_the_tracks(
-        grace_hopper_clip, scan_every, full_every):
-    """BlazeFace's squares (small faces) are searched at least every FULL_SEARCH_EVERY frames; the
-    other whole-frame searches follow the tracks, and the face is found in every frame."""
+def recording_blazeface():
+    """A BlazeFace detector that notes each search a video makes: full, follow or near."""
     from ferkeras.media.blazeface import BlazeFaceDetector
-    from ferkeras.video import FULL_SEARCH_EVERY, analyze_video
 
     class Recording(BlazeFaceDetector):
         def __init__(self):
@@ -547,7 +543,17 @@ def test_a_full_search_comes_every_ten_frames_and_the_whole_frame_ones_between_f
             self.searches.append("near")
             return super().near(rgb, gray, boxes)
 
-    detector = Recording()
+    return Recording()
+
+
+@pytest.mark.parametrize("scan_every, full_every", [(1, 10), (3, 12), (10, 10)])
+def test_a_full_search_comes_every_ten_frames_and_the_whole_frame_ones_between_follow_the_tracks(
+        grace_hopper_clip, scan_every, full_every):
+    """BlazeFace's squares (small faces) are searched at least every FULL_SEARCH_EVERY frames; the
+    other whole-frame searches follow the tracks, and the face is found in every frame."""
+    from ferkeras.video import FULL_SEARCH_EVERY, analyze_video
+
+    detector = recording_blazeface()
     with frames.VideoSource(grace_hopper_clip) as source:
         results = list(analyze_video(source, FaceRecognizer("shipped", detector), scan_every=scan_every))
     assert FULL_SEARCH_EVERY == 10
@@ -555,6 +561,23 @@ def test_a_full_search_comes_every_ten_frames_and_the_whole_frame_ones_between_f
                                                    else "full" for n in range(2 * full_every)]
     assert [len(r.faces) for r in results] == [1] * CLIP_FRAMES
     assert {face.track_id for r in results for face in r.faces} == {1}
+
+
+@pytest.mark.parametrize("scan_every", [1, 10])
+def test_frames_without_a_face_get_the_full_search_only_every_ten(tmp_path, scan_every):
+    """An empty room's frames (grace_hopper.jpg's uniform and flag, panned): the full search, whose
+    squares and deeper levels cost a faceless frame 35 ms, every FULL_SEARCH_EVERY frames; the
+    whole-frame follow (4 ms) between, whatever --scan-every says, and no face found."""
+    from ferkeras.video import analyze_video
+
+    uniform = grace_hopper_bgr()[380:]
+    clip = write_clip(tmp_path / "empty.mp4", (cv2.resize(uniform[:, 4 * i:4 * i + 290], CLIP_SIZE)
+                                               for i in range(25)))
+    detector = recording_blazeface()
+    with frames.VideoSource(clip) as source:
+        results = list(analyze_video(source, FaceRecognizer("shipped", detector), scan_every=scan_every))
+    assert len(results) == 25 and not any(r.faces for r in results)
+    assert detector.searches == ["follow" if n % 10 else "full" for n in range(25)]
 
 
 def test_searching_ahead_in_a_thread_gives_the_same_results_in_order(grace_hopper_clip, recognizer):

@@ -253,11 +253,12 @@ class BlazeFaceDetector(Detector):
         the short-range model on the whole frame (large faces: 87% of FER2013's found at a third
         of the frame's longer side, 26% at a fifth, FACE_FRACTION; 0.8 ms at 640x480), then
         both models (a tenth and over, 3 ms), then the short-range one near each face still
-        unfound (a small face keeps its track), and the full search, with its squares, only
-        where all that finds nothing.
+        unfound (a small face keeps its track).
 
-        A new face too small for the short-range pass waits for the video's next full search
-        (Detector.follow's caller runs one at least every video.FULL_SEARCH_EVERY frames).
+        A new face too small for the whole-frame passes waits for the video's next full search,
+        with its squares (Detector.follow's caller runs one at least every
+        video.FULL_SEARCH_EVERY frames), as a frame with no face does: its full search, squares
+        and deeper, costs 35 ms at 640x480 (bench/detectors.py), follow's 4.
         """
         short_range = [(_whole(rgb), self.networks[0], self.threshold)]
         found = self._detect(rgb, short_range)
@@ -268,7 +269,7 @@ class BlazeFaceDetector(Detector):
         for detection in self.near(rgb, gray, lost) if lost else []:
             if _unfound([detection.box], found):
                 found.append(detection)
-        return sorted(found, key=lambda d: (d.box[0], d.box[1])) if found else self(rgb, gray)
+        return sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
     def _search(self, rgb: np.ndarray, gray: np.ndarray, size: int) -> list[Detection]:
         """Around a tracked face, which fills much of the region: the short-range model alone."""
