@@ -502,7 +502,9 @@ def test_a_bgr_frame_is_drawn_on_as_it_is_with_the_same_colours():
     drawn = draw_faces(bgr, faces, bars=True, color="bgr")
     assert np.array_equal(drawn, draw_faces(rgb, faces, bars=True)[:, :, ::-1])
     assert np.array_equal(bgr, rgb[:, :, ::-1]) and not np.array_equal(drawn, bgr)
-    with pytest.raises(ValueError, match="color 'hsv'"):
+    from ferkeras.errors import FerkerasError
+
+    with pytest.raises(FerkerasError, match="color 'hsv'"):
         draw_faces(bgr, faces, color="hsv")
 
 

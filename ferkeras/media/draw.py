@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ferkeras.errors import FerkerasError
+
 BOX_COLOR = (0, 255, 0)  # RGB; every colour but the bars' is the same in BGR
 BAR_COLOR = (255, 200, 0)
 BAR_EDGE_COLOR = (150, 150, 150)
@@ -37,7 +39,7 @@ def draw_faces(image: np.ndarray, faces: Sequence, bars: bool = False, color: st
     import cv2
 
     if color not in ("rgb", "bgr"):
-        raise ValueError(f"color {color!r}: must be 'rgb' or 'bgr'")
+        raise FerkerasError(f"color {color!r}: must be 'rgb' or 'bgr'")
     out = np.array(image, order="C")  # a contiguous copy, as OpenCV draws
     font = cv2.FONT_HERSHEY_SIMPLEX
     thickness = max(1, round(min(out.shape[:2]) / 250))
