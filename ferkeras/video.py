@@ -88,7 +88,7 @@ def analyze_video(source: VideoSource, recognizer: FaceRecognizer, smooth: float
 
     overlap: read and search the next frames in a thread (READ_AHEAD of them) while this one's
     faces are classified and the caller draws or writes them; the same results, in the same
-    order (1.3-1.4x the frames/s on 2 cores, bench/video.py). Leaving a loop over it early, close
+    order (1.1-1.4x the frames/s on 2 cores, bench/video.py). Leaving a loop over it early, close
     it (contextlib.closing) before the source, so that its thread is not reading the source then.
     """
     check_scan_every(scan_every)
