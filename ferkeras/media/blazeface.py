@@ -260,11 +260,14 @@ class BlazeFaceDetector(Detector):
         video.FULL_SEARCH_EVERY frames), as a frame with no face does: its full search, squares
         and deeper, costs 35 ms at 640x480 (bench/detectors.py), follow's 4.
         """
-        short_range = [(_whole(rgb), self.networks[0], self.threshold)]
-        found = self._detect(rgb, short_range)
+        pyramid = Pyramid(rgb)
+        short_range = self._candidates(rgb, [(_whole(rgb), self.networks[0], self.threshold)], pyramid)
+        found = self._merged(rgb, *short_range)
         lost = _unfound(boxes, found)
-        if lost or not found:
-            found = self._detect(rgb, short_range + [(_whole(rgb), self.networks[1], self.threshold)])
+        if lost or not found:  # both models' candidates merged, as a full search merges them
+            full_range = self._candidates(rgb, [(_whole(rgb), self.networks[1], self.threshold)], pyramid)
+            found = self._merged(rgb, *(np.concatenate(pair) for pair in zip(short_range, full_range,
+                                                                              strict=True)))
             lost = _unfound(lost, found)
         for detection in self.near(rgb, gray, lost) if lost else []:
             if _unfound([detection.box], found):
@@ -278,10 +281,16 @@ class BlazeFaceDetector(Detector):
     def _detect(self, rgb: np.ndarray, searches: list[tuple[Box, _Network, float]]) -> list[Detection]:
         """Each (region, model, least score) search's candidates, merged, as detections in the
         image's pixels."""
-        if rgb.ndim != 3 or min(rgb.shape[:2]) < 1 or not searches:
-            return []
-        points, scores = [], []
-        pyramid = Pyramid(rgb)
+        return self._merged(rgb, *self._candidates(rgb, searches))
+
+    def _candidates(self, rgb: np.ndarray, searches: list[tuple[Box, _Network, float]],
+                    pyramid: Pyramid | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The searches' candidates at or above their least scores, unmerged: points (K, 8, 2) in
+        the image's pixels and scores (K,). pyramid: the image's scales made so far, to reuse."""
+        points, scores = [np.zeros((0, 8, 2), np.float32)], [np.zeros(0, np.float32)]
+        if rgb.ndim != 3 or min(rgb.shape[:2]) < 1:
+            return points[0], scores[0]
+        pyramid = pyramid or Pyramid(rgb)
         # Largest scale first, so that each smaller one is shrunk from the last.
         for (x, y, w, h), network, least in sorted(searches, key=lambda s: -s[1].model.size / max(s[0][2:])):
             # The region's window in the image scaled for it: one resize a scale, not one a square.
@@ -294,7 +303,13 @@ class BlazeFaceDetector(Detector):
             found = (found + (left, top)) / (sx, sy)
             points.append(found[score >= least])
             scores.append(score[score >= least])
-        points, scores = weighted_nms(np.concatenate(points), np.concatenate(scores))
+        return np.concatenate(points), np.concatenate(scores)
+
+    def _merged(self, rgb: np.ndarray, points: np.ndarray, scores: np.ndarray) -> list[Detection]:
+        """Candidates merged by weighted non-maximum suppression, as detections clipped to the image."""
+        if not len(scores):
+            return []
+        points, scores = weighted_nms(points, scores)
         height, width = rgb.shape[:2]
         detections = []
         for face, score in zip(points, scores, strict=True):
