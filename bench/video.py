@@ -332,11 +332,13 @@ def main() -> None:
         neighbourhoods where they missed a tracked face (now: the short-range model first)."""
 
         def follow(self, rgb, gray, boxes):
-            from ferkeras.media.blazeface import _unfound, _whole
+            from ferkeras.media.blazeface import TRACK_IOU, _whole
+            from ferkeras.media.detect import unfound
 
             found = self._detect(rgb, [(_whole(rgb), network, self.threshold) for network in self.networks])
-            lost = _unfound(boxes, found)
-            found += [d for d in (self.near(rgb, gray, lost) if lost else []) if _unfound([d.box], found)]
+            lost = unfound(boxes, found, TRACK_IOU)
+            found += [d for d in (self.near(rgb, gray, lost) if lost else [])
+                      if unfound([d.box], found, TRACK_IOU)]
             return sorted(found, key=lambda d: (d.box[0], d.box[1])) if found else self(rgb, gray)
 
     detectors = {"blazeface (the default)": ("blazeface", args.frames), "haar": ("haar", args.frames),

@@ -27,7 +27,7 @@ import numpy as np
 
 from ferkeras.cpu import usable_cores
 from ferkeras.errors import FerkerasError, first_line, quiet_stderr
-from ferkeras.media.detect import Detector, iou
+from ferkeras.media.detect import Detector, iou, unfound
 from ferkeras.media.faces import Box, Detection
 
 # BlazeFace's keypoints, in the model's order: the person's right eye (on the left of an unmirrored
@@ -263,14 +263,14 @@ class BlazeFaceDetector(Detector):
         pyramid = Pyramid(rgb)
         short_range = self._candidates(rgb, [(_whole(rgb), self.networks[0], self.threshold)], pyramid)
         found = self._merged(rgb, *short_range)
-        lost = _unfound(boxes, found)
+        lost = unfound(boxes, found, TRACK_IOU)
         if lost or not found:  # both models' candidates merged, as a full search merges them
             full_range = self._candidates(rgb, [(_whole(rgb), self.networks[1], self.threshold)], pyramid)
             found = self._merged(rgb, *(np.concatenate(pair) for pair in zip(short_range, full_range,
                                                                               strict=True)))
-            lost = _unfound(lost, found)
+            lost = unfound(lost, found, TRACK_IOU)
         for detection in self.near(rgb, gray, lost) if lost else []:
-            if _unfound([detection.box], found):
+            if unfound([detection.box], found, TRACK_IOU):
                 found.append(detection)
         return sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
@@ -321,13 +321,6 @@ class BlazeFaceDetector(Detector):
             detections.append(Detection((left, top, right - left, bottom - top), float(score),
                                         face[2:][list(LANDMARK_KEYPOINTS)].astype(np.float32)))
         return sorted(detections, key=lambda d: (d.box[0], d.box[1]))
-
-
-def _unfound(boxes: list[Box], detections: list[Detection]) -> list[Box]:
-    """The boxes that no detection overlaps by TRACK_IOU (a tracked face not found again)."""
-    if not detections:
-        return list(boxes)
-    return [box for box in boxes if iou([box], [d.box for d in detections]).max() < TRACK_IOU]
 
 
 def _whole(image: np.ndarray) -> Box:

@@ -51,7 +51,7 @@ class Detector:
                 bx, by, bw, bh = d.box
                 landmarks = None if d.landmarks is None else d.landmarks + (left, top)
                 candidate = Detection((bx + left, by + top, bw, bh), d.score, landmarks)
-                if not found or iou([candidate.box], [d.box for d in found]).max() < 0.3:
+                if unfound([candidate.box], found, 0.3):
                     found.append(candidate)  # two tracks' regions can hold the same face
         return sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
@@ -99,6 +99,13 @@ class HaarDetector(Detector):
                                               minSize=(min_size, min_size), maxSize=(max_size, max_size))
         return [Detection(box) for box in sorted((tuple(int(v) for v in b) for b in boxes),
                                                  key=lambda b: (b[0], b[1]))]
+
+
+def unfound(boxes: list[Box], detections: list[Detection], threshold: float) -> list[Box]:
+    """The boxes that no detection overlaps by IoU threshold or more (a face not found again)."""
+    if not detections:
+        return list(boxes)
+    return [box for box in boxes if iou([box], [d.box for d in detections]).max() < threshold]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

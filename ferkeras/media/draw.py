@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ferkeras.errors import FerkerasError
+from ferkeras.media.images import COLOR_ORDERS
 
 BOX_COLOR = (0, 255, 0)  # RGB; every colour but the bars' is the same in BGR
 BAR_COLOR = (255, 200, 0)
@@ -38,8 +39,8 @@ def draw_faces(image: np.ndarray, faces: Sequence, bars: bool = False, color: st
     """
     import cv2
 
-    if color not in ("rgb", "bgr"):
-        raise FerkerasError(f"color {color!r}: must be 'rgb' or 'bgr'")
+    if color not in COLOR_ORDERS:
+        raise FerkerasError(f"color {color!r}: must be one of {', '.join(COLOR_ORDERS)}")
     out = np.array(image, order="C")  # a contiguous copy, as OpenCV draws
     font = cv2.FONT_HERSHEY_SIMPLEX
     thickness = max(1, round(min(out.shape[:2]) / 250))

@@ -37,8 +37,9 @@ def image_paths(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as RGB uint8 (H, W, 3), turned upright by its EXIF orientation."""
     try:
-        with Image.open(path) as image:
-            return _upright_rgb(image, Path(path).read_bytes() if image.format == "JPEG" else None)
+        data = Path(path).read_bytes()  # once, for Pillow's header and OpenCV's JPEG decoder
+        with Image.open(io.BytesIO(data)) as image:
+            return _upright_rgb(image, data)
     except FileNotFoundError:
         raise FerkerasError(f"{path}: no such image file") from None
     except UnidentifiedImageError:
