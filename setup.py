@@ -20,7 +20,8 @@ setup(
                                                                 "models/NOTICE.md"],
                   "ferkeras.exported": ["metadata.json", "model.keras", "*.tflite", "saved_model/*.pb",
                                         "saved_model/variables/*", "large/metadata.json",
-                                        "large/model.keras", "large/*.tflite"]},
+                                        "large/model.keras", "large/*.tflite", "ensemble/metadata.json",
+                                        "ensemble/model.keras", "ensemble/*.tflite"]},
     include_package_data=False,
     install_requires=[
         "tensorflow>=2.21,<2.22",

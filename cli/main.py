@@ -277,6 +277,24 @@ def gradcheck(trials: int, seed: int) -> None:
         click.get_current_context().exit(1)
 
 
+@cli.command()
+@click.argument("members", nargs=-1, required=True)
+@click.option("--name", default="my_ensemble", show_default=True, help="the run folder to make in --runs-dir "
+              "(not a shipped model's name: those name the installed ones)")
+@click.option("--logit-adjust", type=float, default=0.0, show_default=True,
+              help="tau: take tau x log(class share in train) off each logit, for the rare expressions")
+@runs_dir_option
+def ensemble(members: tuple[str, ...], name: str, logit_adjust: float, runs_dir: str) -> None:
+    """Make models (runs, .keras files, shipped, large) into one, their logits averaged, as a run.
+
+    The run exports, evaluates and predicts like a trained one: `ferkeras export NAME --calibrate`.
+    """
+    with quiet_tensorflow_startup():
+        from ferkeras.ensemble import make_ensemble
+
+    make_ensemble(members, name, runs_dir, logit_adjust, echo=click.echo)
+
+
 @cli.command("export")
 @click.argument("run", required=False)
 @click.option("--tflite", is_flag=True, help="also TFLite, converted from the SavedModel "

@@ -261,7 +261,7 @@ def check_out(out: str | os.PathLike, force: bool = False) -> None:
         return
     if not force and Path(out).resolve().is_relative_to(shipped):
         raise FerkerasError(f"--out {out} is in {shipped}, the folder of the models installed with "
-                            "ferkeras (--model shipped, large); pass --force to replace them, or "
+                            "ferkeras (--model shipped, large, ensemble); pass --force to replace them, or "
                             "choose another --out")
 
 

@@ -241,12 +241,18 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> None:
 def fold_temperature(model: keras.Model, temperature: float) -> None:
     """Divide the model's logits by temperature, in place: the last layer's kernel and bias, so that
     the Keras, SavedModel and TFLite files all carry it at no cost in ops."""
+    last = softmax_layer(model)
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel / temperature, bias / temperature])
+
+
+def softmax_layer(model: keras.Model) -> layers.Dense:
+    """The model's last layer, a softmax Dense layer whose kernel and bias make the logits."""
     last = model.layers[-1]
     if not (isinstance(last, layers.Dense) and last.get_config()["activation"] == "softmax"):
         raise FerkerasError(f"{model.name}: its last layer, {last.name}, is not a softmax Dense layer, "
-                            "so there are no logits to scale")
-    kernel, bias = last.get_weights()
-    last.set_weights([kernel / temperature, bias / temperature])
+                            "whose logits ferkeras can scale or average")
+    return last
 
 
 def load_model(path: str | os.PathLike) -> keras.Model:

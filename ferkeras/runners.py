@@ -22,8 +22,6 @@ from ferkeras.errors import FerkerasError, first_line, quiet_stderr
 from ferkeras.fileio import read_json
 from ferkeras.runs import (
     RECOGNITION_DEFAULT,
-    SHIPPED,
-    SHIPPED_LARGE,
     SHIPPED_MODELS,
     find_model,
     has_runs,
@@ -298,7 +296,7 @@ def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike =
             return path / "saved_model"  # an export folder
         if path.is_file() and path.suffix != ".keras":
             raise FerkerasError(f"{path}: not a model (expected .tflite, .keras, a SavedModel "
-                                f"folder, a run, {SHIPPED} or {SHIPPED_LARGE})")
+                                f"folder, a run, or {', '.join(SHIPPED_MODELS)})")
     return find_model(model, runs_dir)
 
 

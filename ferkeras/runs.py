@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 SHIPPED = "shipped"  # the model name that means the one installed with the package (exported/)
 SHIPPED_LARGE = "large"  # the large architecture's model, installed beside it (exported/large/)
-SHIPPED_MODELS = {SHIPPED: ".", SHIPPED_LARGE: "large"}  # name -> its folder in exported/
+SHIPPED_ENSEMBLE = "ensemble"  # the two as one model (ferkeras.ensemble), in exported/ensemble/
+# name -> its folder in exported/
+SHIPPED_MODELS = {SHIPPED: ".", SHIPPED_LARGE: "large", SHIPPED_ENSEMBLE: "ensemble"}
 # The model that recognition (predict, video, serve, compat) uses where no run is given and none
 # exists: the large one read faces in photos, FER2013's test split and the withheld sets better
 # for 1.5 ms more a face, where detection takes 20-30 ms (bench/README.md, "Which model a photo gets").
@@ -40,7 +42,7 @@ def is_shipped(path: str | os.PathLike) -> bool:
 
 
 def shipped_file(name: str, file: str) -> Path:
-    """A file of a shipped model (name: shipped or large), or a one-line error when it is missing."""
+    """A file of a shipped model (a SHIPPED_MODELS name), or a one-line error when it is missing."""
     path = shipped_dir(name) / file
     if not path.is_file():
         raise FerkerasError(f"the shipped model {path} is missing: reinstall ferkeras")

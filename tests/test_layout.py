@@ -25,7 +25,7 @@ LAYERS = [
     # the gradient math, then the stages: train (and its multi-worker loop, teachers and
     # callbacks), evaluate (and its metrics), calibration, export
     "ferkeras.gradients", "ferkeras.distributed", "ferkeras.teaching", "ferkeras.callbacks",
-    "ferkeras.train", "ferkeras.metrics",
+    "ferkeras.train", "ferkeras.ensemble", "ferkeras.metrics",
     "ferkeras.evaluate", "ferkeras.calibrate",
     "ferkeras.exportmeta", "ferkeras.export",
     # explanations: methods and figures (arrays in, arrays and figures out), and the `viz`

@@ -223,7 +223,8 @@ def test_skip_bad_passes_over_unreadable_files_and_empty_folders(tmp_path, ferke
 # ---- bad models and flags --------------------------------------------------------------------
 
 MODEL_PROBLEMS = {  # case: what the message says is wrong
-    "not a model": "not a model (expected .tflite, .keras, a SavedModel folder, a run, shipped or large)",
+    "not a model": "not a model (expected .tflite, .keras, a SavedModel folder, a run, or shipped, large, "
+                   "ensemble)",
     "text named .keras": "not a .keras model (not a zip archive",
     "truncated .keras": "not a .keras model (not a zip archive",
     "truncated .tflite": "not a TFLite model",
