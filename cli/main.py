@@ -334,8 +334,9 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("--camera", type=int, metavar="N", help="analyse camera N (0: the first) instead of files")
 @click.option("--model", help="shipped (the model installed with ferkeras), large (the large one "
-              "installed beside it: more accurate, 7x the computation), a .tflite or .keras file, "
-              "a SavedModel folder or a run (default: the latest run, else large)")
+              "installed beside it: more accurate, 7x the computation), ensemble (the two as one: "
+              "the most accurate), a .tflite or .keras file, a SavedModel folder or a run "
+              "(default: the latest run, else ensemble)")
 @click.option("--detector", type=click.Choice(DETECTORS), default=DEFAULT_DETECTOR, show_default=True,
               help="face detector: blazeface (MediaPipe's BlazeFace: fast, finds more, aligns by the "
               "eyes), haar (OpenCV's Haar cascade, fer's) or mtcnn (aligns; slower)")
@@ -402,8 +403,8 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
 
 
 @cli.command()
-@click.option("--model", help="shipped, large, a .tflite or .keras file, a SavedModel folder or "
-              "a run (default: the latest run, else large)")
+@click.option("--model", help="shipped, large, ensemble, a .tflite or .keras file, a SavedModel "
+              "folder or a run (default: the latest run, else ensemble)")
 @click.option("--host", default=DEFAULT_HOST, show_default=True,
               help="address to listen on (0.0.0.0: every network this machine is on)")
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="port to listen on")

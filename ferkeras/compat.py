@@ -7,7 +7,7 @@ module only takes fer's arguments and gives fer's answers: `[{"box": [x, y, w, h
 fer's file names under Video's outdir. The native API (ferkeras.predict) gives full precision.
 
 Where ferkeras does otherwise, on purpose:
-- The model is ferkeras' (the large shipped model's int8 file, ferkeras' default for photos;
+- The model is ferkeras' (the shipped ensemble's int8 file, ferkeras' default for photos;
   `use_tflite=False`: its Keras twin; `model="shipped"`: the reference architecture's), which
   classifies the detector's box as FER2013 frames a face (48x48 gray, flip test-time
   augmentation): `offsets`, fer's margin for its own 64x64 model, is checked and not used.
@@ -148,7 +148,7 @@ class FER:
     The detector is ferkeras' default, BlazeFace, unless the script asks for one of fer's: Haar
     when it passes mtcnn=False or any of cascade_file, scale_factor, min_face_size and
     min_neighbors (which set the cascade as in fer), MTCNN with mtcnn=True; or `detector` names
-    one (haar, mtcnn, blazeface, or a Detector). use_tflite=False runs the large shipped
+    one (haar, mtcnn, blazeface, or a Detector). use_tflite=False runs the default shipped
     model's Keras file instead of its int8 TFLite file. offsets and tfserving are accepted and not used (see
     the module's docstring). model: any model name ferkeras takes (a run, .keras, .tflite, a
     Runner), overriding use_tflite; tta: "none", "flip" (default) or "shifts".

@@ -27,6 +27,7 @@ from ferkeras.errors import FerkerasError
 from ferkeras.fileio import write_json_atomic
 from ferkeras.model import load_model, save_model, softmax_layer
 from ferkeras.runs import (
+    SHIPPED_MODELS,
     exported_source,
     find_model,
     load_run_data,
@@ -77,10 +78,13 @@ def fold_logit_adjustment(model: keras.Model, tau: float, prior: np.ndarray) -> 
 
 def make_ensemble(members: Sequence[str], name: str = "my_ensemble", runs_dir: str | os.PathLike = RUNS_DIR,
                   logit_adjust: float = 0.0, echo: Echo = print) -> Path:
-    """A run folder (runs_dir/name) holding the members (runs, .keras files, shipped or large) as one
-    model, with config.json naming them and the data they trained on; returns the folder."""
+    """A run folder (runs_dir/name) holding the members (runs, .keras files, shipped models) as one
+    model, with config.json naming them and the data the first one trained on and was validated
+    on (its split, rebuilt by export and evaluate); returns the folder."""
     if not 0 <= logit_adjust <= 2:
         raise FerkerasError(f"--logit-adjust {logit_adjust}: must be between 0 and 2")
+    if name in SHIPPED_MODELS:  # the name would find the installed model, not this run
+        raise FerkerasError(f"--name {name}: the name of a model installed with ferkeras; choose another")
     paths = [find_model(member, runs_dir) for member in members]
     options = _data_options(paths[0])
     model = build_ensemble([load_model(path) for path in paths])

@@ -108,8 +108,7 @@ def export_metadata(model_path: Path, run_dir: Path | None, exported_from: dict 
               "data": portable_path(options.get("data")), "val_split": options.get("val_split"),
               "seed": options.get("seed"), "command": portable_command(run_config.get("command")),
               "trained": run_config.get("created"),
-              "options": {k: portable_paths(v) if isinstance(v, str) else v
-                          for k, v in options.items()} or None}
+              "options": {k: _portable_option(v) for k, v in options.items()} or None}
     if exported_from:
         source = {**exported_from, "reexported_from": portable_path(model_path, keep=3)}
     return {
@@ -150,6 +149,13 @@ def portable_path(path: str | os.PathLike | None, keep: int = 1, root: Path | No
 def portable_paths(value: str) -> str:
     """portable_path over each part of a comma-separated list (--teacher a,b), parts kept apart."""
     return ",".join(portable_path(part) if os.path.isabs(part) else part for part in value.split(","))
+
+
+def _portable_option(value):
+    """A run option as metadata.json records it: paths in it, or in a list of them, made portable."""
+    if isinstance(value, list):
+        return [_portable_option(v) for v in value]
+    return portable_paths(value) if isinstance(value, str) else value
 
 
 def portable_command(command: str | None) -> str | None:

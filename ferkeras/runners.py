@@ -279,8 +279,8 @@ def needs_tensorflow(model: str | os.PathLike | None, runs_dir: str | os.PathLik
 def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_DIR) -> Path:
     """The file or folder a model name stands for.
 
-    None: the latest run in runs_dir, else (no runs) the large model; `shipped` or `large`:
-    that shipped model's int8 file; anything else: itself (a .tflite/.keras file, a SavedModel
+    None: the latest run in runs_dir, else (no runs) RECOGNITION_DEFAULT; a shipped model's name
+    (SHIPPED_MODELS): its int8 file; anything else: itself (a .tflite/.keras file, a SavedModel
     or export folder) or a run's best model.keras.
     """
     if model is None:
@@ -302,7 +302,7 @@ def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike =
 
 def load_runner(model: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
                 threads: int | None = None) -> Runner:
-    """A runner for a model name (see resolve_model): None is the latest run, else the large model."""
+    """A runner for a model name (see resolve_model): None is the latest run, else RECOGNITION_DEFAULT."""
     path = resolve_model(model, runs_dir)
     if path.suffix == ".tflite":
         runner = TFLiteRunner(path, threads)

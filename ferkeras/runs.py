@@ -25,9 +25,10 @@ SHIPPED_ENSEMBLE = "ensemble"  # the two as one model (ferkeras.ensemble), in ex
 # name -> its folder in exported/
 SHIPPED_MODELS = {SHIPPED: ".", SHIPPED_LARGE: "large", SHIPPED_ENSEMBLE: "ensemble"}
 # The model that recognition (predict, video, serve, compat) uses where no run is given and none
-# exists: the large one read faces in photos, FER2013's test split and the withheld sets better
-# for 1.5 ms more a face, where detection takes 20-30 ms (bench/README.md, "Which model a photo gets").
-RECOGNITION_DEFAULT = SHIPPED_LARGE
+# exists: the two shipped models as one read FER2013's test split and photos better than either,
+# the rare expressions most, for 0.2 ms more a face than the large one, where detection takes
+# 10-30 ms (bench/README.md, "Which model a photo gets").
+RECOGNITION_DEFAULT = SHIPPED_ENSEMBLE
 
 
 def shipped_dir(name: str = SHIPPED) -> Path:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from conftest import run_main
+from test_export import machine_paths
 
 from ferkeras.ensemble import build_ensemble, fold_logit_adjustment
 from ferkeras.model import build_model
@@ -67,9 +68,9 @@ def test_a_bad_prior_is_refused(members, prior, message):
 
 def test_ensemble_command_makes_a_run_that_exports(trained_synthetic_run, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs"
-    code, out, err = run_main(["ensemble", str(trained_synthetic_run), str(trained_synthetic_run / "model.keras"),
-                               "--name", "pair", "--logit-adjust", "0.5", "--runs-dir", str(runs)],
-                              monkeypatch, capsys)
+    members = [str(trained_synthetic_run), str(trained_synthetic_run / "model.keras")]  # a run, a file
+    code, out, err = run_main(["ensemble", *members, "--name", "pair", "--logit-adjust", "0.5",
+                               "--runs-dir", str(runs)], monkeypatch, capsys)
     assert code in (0, None), err
     config = json.loads((runs / "pair" / "config.json").read_text())
     trained = json.loads((trained_synthetic_run / "config.json").read_text())["options"]
@@ -85,14 +86,16 @@ def test_ensemble_command_makes_a_run_that_exports(trained_synthetic_run, tmp_pa
     assert code in (0, None), err + out
     metadata = json.loads((runs / "pair" / "exported" / "metadata.json").read_text())
     assert metadata["artifacts"]["int8"]["parity"]["passed"]
-    assert metadata["source"]["options"]["members"] == [str(trained_synthetic_run),
-                                                        str(trained_synthetic_run / "model.keras")]
+    # The members as given, each path cut to its last part: no folder of this machine ships.
+    assert metadata["source"]["options"]["members"] == ["synthetic", "model.keras"]
+    assert machine_paths(metadata) == []
 
 
 @pytest.mark.parametrize("args, message", [
     (["shipped"], "at least 2 models, got 1"),
     (["shipped", "nosuchrun"], "run 'nosuchrun' not found"),
     (["shipped", "large", "--logit-adjust", "3"], "--logit-adjust 3.0: must be between 0 and 2"),
+    (["shipped", "large", "--name", "large"], "--name large: the name of a model installed with ferkeras"),
 ])
 def test_bad_members_and_flags_fail_in_one_line(args, message, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs"

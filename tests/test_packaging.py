@@ -114,10 +114,11 @@ def test_the_installed_package_predicts_with_its_shipped_model(venv, tmp_path):
     shutil.copy(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), photo)
     result = run_in(empty, venv / "bin" / "ferkeras", "predict", photo.name, "--json")
     assert result.returncode == 0, result.stderr
-    recorded = json.loads((EXPORTED / "large" / "metadata.json").read_text())["accuracy"]["engines"]["int8"]
+    default = json.loads((EXPORTED / "ensemble" / "metadata.json").read_text())
+    recorded = default["accuracy"]["engines"]["int8"]
     (line,) = result.stderr.strip().splitlines()  # which model answered (the default), nothing else
     # The recorded accuracy in it comes from the installed metadata.json.
-    assert line.startswith("model: large (model_int8.tflite)") and f"{recorded['accuracy']:.4f}" in line
+    assert line.startswith("model: ensemble (model_int8.tflite)") and f"{recorded['accuracy']:.4f}" in line
     (image,) = json.loads(result.stdout)
     (face,) = image["faces"]
     box = face["box"]
@@ -149,7 +150,7 @@ def test_the_installed_package_analyses_a_video(venv, tmp_path, grace_hopper_cli
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(empty)) == ["clip.mp4", "faces.csv", "out.mp4"]  # no partial file left
     (model_line,) = result.stderr.strip().splitlines()
-    assert model_line.startswith("model: large (model_int8.tflite)")
+    assert model_line.startswith("model: ensemble (model_int8.tflite)")
     lines = result.stdout.strip().splitlines()  # the summary
     assert lines[0].startswith("clip.mp4: 45 frames analysed, 1 face track(s)")
     assert lines[1].startswith("  track 1: ") and lines[-2:] == ["Wrote faces.csv", "Wrote out.mp4"]

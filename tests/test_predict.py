@@ -208,16 +208,17 @@ def test_predict_with_mtcnn_prints_only_which_model_answered_on_stderr(tmp_path,
     assert "sky.png" in result.stdout and "no face found" in result.stdout
 
 
-def test_the_large_shipped_model_recognises_where_there_are_no_runs(tmp_path, monkeypatch, capsys):
+def test_the_shipped_ensemble_recognises_where_there_are_no_runs(tmp_path, monkeypatch, capsys):
     from ferkeras.runners import SHIPPED_FILE, load_runner, resolve_model
-    from ferkeras.runs import SHIPPED, SHIPPED_LARGE, find_model, shipped_dir
+    from ferkeras.runs import SHIPPED, SHIPPED_ENSEMBLE, SHIPPED_LARGE, find_model, shipped_dir
 
     empty = tmp_path / "runs"
-    # Recognition gets the model that read photos best (README, "predict"); shipped is a flag away.
-    assert resolve_model(None, empty) == resolve_model(SHIPPED_LARGE, empty) == \
-        shipped_dir(SHIPPED_LARGE) / SHIPPED_FILE
-    assert load_runner(None, empty).name == f"{SHIPPED_LARGE} ({SHIPPED_FILE})"
+    # Recognition gets the model that read photos best (README, "predict"); the others are a flag away.
+    assert resolve_model(None, empty) == resolve_model(SHIPPED_ENSEMBLE, empty) == \
+        shipped_dir(SHIPPED_ENSEMBLE) / SHIPPED_FILE
+    assert load_runner(None, empty).name == f"{SHIPPED_ENSEMBLE} ({SHIPPED_FILE})"
     assert resolve_model(SHIPPED, empty) == shipped_dir() / SHIPPED_FILE
+    assert resolve_model(SHIPPED_LARGE, empty) == shipped_dir(SHIPPED_LARGE) / SHIPPED_FILE
     # commands that explain a Keras model fall back to the reference one; run lookup does not
     assert find_model(None, empty, shipped_fallback=True) == shipped_dir() / "model.keras"
     with pytest.raises(FerkerasError, match="no runs in .*name the model installed with ferkeras: shipped"):
