@@ -103,3 +103,16 @@ def test_bad_members_and_flags_fail_in_one_line(args, message, tmp_path, monkeyp
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not runs.exists()  # no run folder left behind
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "scorecam"])
+def test_class_maps_of_an_ensemble_say_to_explain_a_member(members, method):
+    """Grad-CAM++ and Score-CAM need the model's own last convolution; an ensemble's are inside its
+    members: one line that says so, where vanilla and SmoothGrad saliency work as they are."""
+    from ferkeras.errors import FerkerasError
+    from ferkeras.viz import saliency_maps
+
+    ensemble = build_ensemble(members)
+    assert saliency_maps(ensemble, FACES[:2], [0, 1], "vanilla").shape[0] == 2
+    with pytest.raises(FerkerasError, match="no convolutional layers of its own .* explain one of its"):
+        saliency_maps(ensemble, FACES[:2], [0, 1], method)

@@ -34,10 +34,16 @@ def functional(model: keras.Model) -> keras.Model:
 
 
 def conv_layers(model) -> list[str]:
-    """Names of the model's convolutional layers, input to output."""
+    """Names of the model's convolutional layers, input to output; an error where it has none of
+    its own (an ensemble's are inside its members)."""
     import keras
 
-    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    names = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    if not names:
+        raise FerkerasError(f"{model.name} has no convolutional layers of its own (an ensemble's are "
+                            "inside its members): explain one of its members; vanilla and smoothgrad "
+                            "saliency work on it as it is")
+    return names
 
 
 def response_layer(model, layer: str) -> str:
