@@ -40,7 +40,7 @@ from ferkeras.train import class_prior
 
 Echo = Callable[[str], None]
 ARCH = "ensemble"  # config.json's options.arch for an ensemble run
-# The options of the members' run that say what they trained and validated on: the ensemble's
+# The options of the first member's run that say what it trained and validated on: the ensemble's
 # run keeps them, so that export and evaluate rebuild the same split.
 DATA_OPTIONS = ("data", "val_split", "seed", "skip_bad")
 
