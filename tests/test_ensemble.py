@@ -90,6 +90,15 @@ def test_ensemble_command_makes_a_run_that_exports(trained_synthetic_run, tmp_pa
     assert metadata["source"]["options"]["members"] == ["synthetic", "model.keras"]
     assert machine_paths(metadata) == []
 
+    # Evaluated on the member's own validation images: the same model twice, shifted a little
+    # toward the rarer classes, answers about as it alone did.
+    code, out, err = run_main(["evaluate", "pair", "--runs-dir", str(runs)], monkeypatch, capsys)
+    assert code in (0, None), err + out
+    ensemble = json.loads((runs / "pair" / "viz" / "metrics_val.json").read_text())
+    alone = json.loads((trained_synthetic_run / "metrics.json").read_text())
+    assert ensemble["images"] == json.loads((trained_synthetic_run / "config.json").read_text())["val_images"]
+    assert abs(ensemble["accuracy"] - alone["best_val_accuracy"]) < 0.05
+
 
 @pytest.mark.parametrize("args, message", [
     (["shipped"], "at least 2 models, got 1"),
