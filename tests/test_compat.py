@@ -91,7 +91,7 @@ def test_a_gray_array_and_given_boxes_work(fer, grace):
     # BlazeFace sees colour, so the gray photo's face moves by a pixel or two; Haar sees gray alone.
     [found] = fer.detect_emotions(gray)
     assert iou(found["box"], expected["box"]) > 0.9
-    # The same answer; the large model's neutral is 0.75 on the colour photo, 0.44 on the gray one.
+    # The same answer; the ensemble's neutral is 0.85 on the colour photo, 0.67 on the gray one.
     assert max(found["emotions"], key=found["emotions"].get) == "neutral" == \
         max(expected["emotions"], key=expected["emotions"].get)
     haar = FER(mtcnn=False)
