@@ -25,15 +25,13 @@ from keras import layers
 from ferkeras.config import RUNS_DIR, command_line
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import write_json_atomic
-from ferkeras.model import load_model, save_model, softmax_layer
+from ferkeras.model import fold_logit_adjustment, load_model, save_model, softmax_layer
 from ferkeras.runs import (
     SHIPPED_MODELS,
-    exported_source,
     find_model,
     load_run_data,
+    model_source,
     new_run_dir,
-    read_run_config,
-    run_of_model,
 )
 from ferkeras.spec import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from ferkeras.train import class_prior
@@ -63,19 +61,6 @@ def build_ensemble(members: Sequence[keras.Model], name: str = "ferkeras_ensembl
     return model
 
 
-def fold_logit_adjustment(model: keras.Model, tau: float, prior: np.ndarray) -> None:
-    """Take tau x log(prior) off each class's logit, in the last layer's bias, in place."""
-    if not tau:
-        return
-    prior = np.asarray(prior, np.float64)
-    if prior.shape != (NUM_CLASSES,) or (prior <= 0).any():
-        raise FerkerasError(f"logit adjustment needs a prior share above 0 for each of the {NUM_CLASSES} "
-                            f"classes, got {np.round(prior, 4).tolist()}")
-    last = softmax_layer(model)
-    kernel, bias = last.get_weights()
-    last.set_weights([kernel, (bias - tau * np.log(prior)).astype(bias.dtype)])
-
-
 def make_ensemble(members: Sequence[str], name: str = "my_ensemble", runs_dir: str | os.PathLike = RUNS_DIR,
                   logit_adjust: float = 0.0, echo: Echo = print) -> Path:
     """A run folder (runs_dir/name) holding the members (runs, .keras files, shipped models) as one
@@ -96,6 +81,7 @@ def make_ensemble(members: Sequence[str], name: str = "my_ensemble", runs_dir: s
                                 "for --logit-adjust from")
         prior = class_prior(train.labels)
         fold_logit_adjustment(model, logit_adjust, prior)
+    parameters = int(model.count_params())
     run_dir = new_run_dir(runs_dir, name)
     save_model(model, run_dir / "model.keras")
     write_json_atomic(run_dir / "config.json", {
@@ -104,12 +90,12 @@ def make_ensemble(members: Sequence[str], name: str = "my_ensemble", runs_dir: s
         "members": [str(path) for path in paths],
         "prior": None if prior is None else [float(p) for p in prior],
         "class_names": list(CLASS_NAMES),
-        "parameters": int(model.count_params()),
+        "parameters": parameters,
         "command": command_line(),
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     })
     echo(f"Ensemble of {len(paths)} models ({', '.join(str(p) for p in paths)}): "
-         f"{model.count_params():,} parameters, logits averaged"
+         f"{parameters:,} parameters, logits averaged"
          + (f", logit adjustment tau {logit_adjust:g}" if logit_adjust else ""))
     echo(f"Wrote {run_dir / 'model.keras'}, {run_dir / 'config.json'}")
     echo(f"Next: ferkeras evaluate {run_dir} --tta, or ferkeras export {run_dir} --calibrate --tflite")
@@ -118,9 +104,7 @@ def make_ensemble(members: Sequence[str], name: str = "my_ensemble", runs_dir: s
 
 def _data_options(model_path: Path) -> dict:
     """The data options (DATA_OPTIONS) of the run, or export folder, that a member model came from."""
-    run_dir = run_of_model(model_path)
-    source = None if run_dir else exported_source(model_path)
-    options = read_run_config(run_dir)["options"] if run_dir else source and source["options"]
+    options = model_source(model_path)[1]
     if not options:
         raise FerkerasError(f"{model_path}: neither in a run folder nor beside a metadata.json that names "
                             "its data, so the ensemble's data and validation split are unknown; "

@@ -33,11 +33,10 @@ from ferkeras.fileio import read_json, write_json_atomic
 from ferkeras.model import load_model, uncompiled_copy
 from ferkeras.runners import DEFAULT_TTA, KerasRunner, SavedModelRunner, TFLiteRunner, tta_method
 from ferkeras.runs import (
-    exported_source,
     find_model,
     is_shipped,
     load_run_data,
-    read_run_config,
+    model_source,
     run_of_model,
     shipped_dir,
     split_as_run,
@@ -299,8 +298,7 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
     # A model of an export folder (the shipped ones) re-exports with its run's data and split,
     # as its metadata.json records them.
     # Its data is read only when needed: a copied export folder may sit far from it.
-    source = None if run_dir else exported_source(model_path)
-    options = read_run_config(run_dir)["options"] if run_dir else source and source["options"]
+    source, options = model_source(model_path)
     measure = options is not None and (run_dir is not None or needs_data)
     if needs_data and not measure:
         raise FerkerasError(f"{model_path} is neither in a run folder nor beside a metadata.json "

@@ -11,6 +11,7 @@ import os
 import zipfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -244,6 +245,19 @@ def fold_temperature(model: keras.Model, temperature: float) -> None:
     last = softmax_layer(model)
     kernel, bias = last.get_weights()
     last.set_weights([kernel / temperature, bias / temperature])
+
+
+def fold_logit_adjustment(model: keras.Model, tau: float, prior: np.ndarray) -> None:
+    """Take tau x log(prior) off each class's logit, in the last layer's bias, in place."""
+    if not tau:
+        return
+    prior = np.asarray(prior, np.float64)
+    if prior.shape != (NUM_CLASSES,) or (prior <= 0).any():
+        raise FerkerasError(f"logit adjustment needs a prior share above 0 for each of the {NUM_CLASSES} "
+                            f"classes, got {np.round(prior, 4).tolist()}")
+    last = softmax_layer(model)
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel, (bias - tau * np.log(prior)).astype(bias.dtype)])
 
 
 def softmax_layer(model: keras.Model) -> layers.Dense:

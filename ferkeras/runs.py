@@ -130,6 +130,16 @@ def exported_source(model_path: str | os.PathLike) -> dict | None:
     return source if isinstance(options, dict) and options.get("data") else None
 
 
+def model_source(model_path: str | os.PathLike) -> tuple[dict | None, dict | None]:
+    """(the export source record, the training options) of a model file: its run's config.json
+    options (no record), else what the metadata.json of its export folder records, else Nones."""
+    run_dir = run_of_model(model_path)
+    if run_dir:
+        return None, read_run_config(run_dir)["options"]
+    source = exported_source(model_path)
+    return source, source and source["options"]
+
+
 def read_run_config(run_dir: str | os.PathLike) -> dict:
     """A run's config.json (its options, data, epochs, versions), or a one-line error."""
     config_file = Path(run_dir) / "config.json"

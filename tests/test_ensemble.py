@@ -10,8 +10,8 @@ import pytest
 from conftest import run_main
 from test_export import machine_paths
 
-from ferkeras.ensemble import build_ensemble, fold_logit_adjustment
-from ferkeras.model import build_model
+from ferkeras.ensemble import build_ensemble
+from ferkeras.model import build_model, fold_logit_adjustment
 
 RNG = np.random.default_rng(0)
 FACES = RNG.uniform(0, 255, (16, 48, 48, 1)).astype(np.float32)
