@@ -44,6 +44,17 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def onednn_hint() -> str | None:
+    """A line for a user whose TensorFlow loaded before ferkeras could turn oneDNN on; else None."""
+    # ferkeras/__init__.py asked for oneDNN ("1"), yet TensorFlow, which reads the switch once when
+    # it loads, runs Eigen: it was imported first. Only x86 CPUs have oneDNN kernels to miss.
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "1" or "avx2" not in cpu_flags() or onednn_enabled():
+        return None
+    return ("note: TensorFlow was imported before ferkeras, so it runs its Eigen kernels, not "
+            "oneDNN's: training is about half as fast on this CPU; import ferkeras first, or set "
+            "TF_ENABLE_ONEDNN_OPTS=1 before Python starts")
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity where the OS has one, else all of them)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

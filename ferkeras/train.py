@@ -29,7 +29,7 @@ from keras import layers
 import ferkeras
 from ferkeras.callbacks import AtomicBackupAndRestore, BestModel, EpochLog, HistoryFiles
 from ferkeras.config import RUNS_DIR, TrainConfig, command_line
-from ferkeras.cpu import cpu_record
+from ferkeras.cpu import cpu_record, onednn_hint
 from ferkeras.data import EVAL_BATCH_SIZE, Split, load_dataset, train_val_splits
 from ferkeras.distributed import fit_multiworker, is_chief, is_multiworker, make_strategy, with_class_weight
 from ferkeras.errors import FerkerasError
@@ -312,6 +312,8 @@ def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, e
 
     gpus = tf.config.list_logical_devices("GPU")
     echo(f"Device: {len(gpus)} GPU(s)" if gpus else "Device: CPU (no GPU visible)")
+    if not gpus and (hint := onednn_hint()):
+        echo(hint)
 
     train_ds = make_pipeline(train_split, config.batch_size,
                              make_augmenter(config.augment, config.seed, config.erase), config.seed,

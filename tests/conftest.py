@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import ferkeras  # noqa: F401  before any test module imports keras: it turns oneDNN on (AVX2 CPUs)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
