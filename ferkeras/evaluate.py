@@ -177,15 +177,23 @@ def accuracy_summary(model, split: Split) -> dict:
     calibration, and recall per class, of a model (or runner) on a split."""
     # Each of the 10 views once: [0] is the image, [len(TTA_SHIFTS)] its mirror.
     views = view_probabilities(model, split.images, TTA_SHIFTS, mirror=True)
-    plain = compute_metrics(split.labels, views[0])
-    mirrored = compute_metrics(split.labels, (views[0] + views[len(TTA_SHIFTS)]) / 2)
-    shifted = compute_metrics(split.labels, np.mean(views, axis=0))
-    return {"images": len(split), **figures_of(plain),
-            "accuracy_tta": mirrored["accuracy"], "balanced_accuracy_tta": mirrored["balanced_accuracy"],
-            "ece_tta": mirrored["ece"],  # predict's default path (flip) is what users feel
-            "accuracy_tta_shifts": shifted["accuracy"],
-            "balanced_accuracy_tta_shifts": shifted["balanced_accuracy"],
-            "recall": {name: c["recall"] for name, c in plain["per_class"].items()}}
+    return summary_of_views(split.labels, views[0], views[len(TTA_SHIFTS)], np.mean(views, axis=0))
+
+
+def summary_of_views(labels: np.ndarray, image: np.ndarray, mirror: np.ndarray,
+                     shifts: np.ndarray | None = None) -> dict:
+    """accuracy_summary's figures from each face's probabilities: of the image, of its mirror and
+    (when given) the mean of the shifts TTA's views; without it, no shifts figures."""
+    plain = compute_metrics(labels, image)
+    mirrored = compute_metrics(labels, (image + mirror) / 2)
+    summary = {"images": len(labels), **figures_of(plain),
+               "accuracy_tta": mirrored["accuracy"], "balanced_accuracy_tta": mirrored["balanced_accuracy"],
+               "ece_tta": mirrored["ece"]}  # predict's default path (flip) is what users feel
+    if shifts is not None:
+        shifted = compute_metrics(labels, shifts)
+        summary |= {"accuracy_tta_shifts": shifted["accuracy"],
+                    "balanced_accuracy_tta_shifts": shifted["balanced_accuracy"]}
+    return summary | {"recall": {name: c["recall"] for name, c in plain["per_class"].items()}}
 
 
 # ---------------------------------------------------------------------------- files
