@@ -16,7 +16,13 @@
    176 px), and images without a face: two of matplotlib's sample images, its MRI slice and
    terrain maps, the lower part of grace_hopper.jpg (her uniform), noise and a gradient.
    Crowds: PublicTest faces in a grid on 640x480 and 1920x1080 frames, at several face sizes.
-3. Milliseconds per frame: median of --runs calls per image after a warm-up call, wall and CPU, on
+3. Face crops of other sizes: --images PublicTest faces (the same draw) enlarged to 64, 100 and
+   224 px, each the whole image, as face crops come from other data sets (RAF-DB's 100 px,
+   AffectNet's 224). Faces found by the detector alone and by predict's search
+   (`Detector.framed`: where none is found, the image again inside a border), the answers' accuracy
+   through predict's path (the shipped model, no TTA, a face not found a wrong answer), and the
+   detections framed on the no-face images of 2.
+4. Milliseconds per frame: median of --runs calls per image after a warm-up call, wall and CPU, on
    grace_hopper.jpg, a mosaic, crowds at 640x480 and 1920x1080, and a 640x480 image with no face;
    with each detector's ratio to Haar's time on the same frames in the same run.
 """
@@ -349,6 +355,45 @@ def photos(data: str, detectors: dict, runs: int, count: int) -> None:
         print(f"| {name} | {' | '.join(cells)} |")
 
 
+CROP_SIDES = (64, 100, 224)  # face crops' sides in other data sets: a small one, RAF-DB, AffectNet
+
+
+def face_crops(data: str, count: int, detectors: dict, runner) -> None:
+    """Print, per detector and crop side, faces found alone and framed, and the answers' accuracy."""
+    import cv2
+
+    test = load_dataset(data).splits["test"]
+    chosen = np.random.default_rng(0).permutation(len(test))[:count]  # framing()'s draw
+    faces, labels = test.images[chosen], test.labels[chosen]
+    no_face = no_face_images()
+    print(f"\nFace crops as whole images: {len(chosen)} PublicTest faces enlarged to each side; found "
+          "by the detector alone / by predict's search (framed where none is found), accuracy of the "
+          "framed answers (a face not found is wrong; the same faces' 48x48 crops: "
+          f"{np.mean(runner.predict(faces).argmax(axis=1) == labels):.4f}), and detections on "
+          f"{len(no_face)} no-face images alone / framed\n")
+    print("| detector | " + " | ".join(f"{side} px: found alone / framed, accuracy" for side in CROP_SIDES)
+          + " | no-face detections |\n" + "| --- " * (2 + len(CROP_SIDES)) + "|")
+    for name, detector in detectors.items():
+        cells = []
+        for side in CROP_SIDES:
+            alone = framed = 0
+            answers = np.full(len(faces), -1)
+            for i, face in enumerate(faces):
+                gray = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+                rgb = np.repeat(gray[:, :, None], 3, axis=2)
+                alone += bool(detector(rgb, gray))
+                found = detector.framed(rgb, gray)
+                if found:
+                    framed += 1
+                    largest = max(found, key=lambda d: d.box[2] * d.box[3])  # predict's answer
+                    answers[i] = runner.predict(crop_detection(gray, largest)[None]).argmax()
+            cells.append(f"{alone / len(faces):.1%} / {framed / len(faces):.1%}, "
+                         f"{np.mean(answers == labels):.4f}")
+        false_alone = sum(len(detector(image, to_gray(image))) for image in no_face)
+        false_framed = sum(len(detector.framed(image, to_gray(image))) for image in no_face)
+        print(f"| {name} | {' | '.join(cells)} | {false_alone} / {false_framed} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "fer2013"),
@@ -357,10 +402,17 @@ def main() -> None:
                         "(0: skip it)")
     parser.add_argument("--mosaics", type=int, default=10, help="2x2 mosaics for the face count")
     parser.add_argument("--runs", type=int, default=5, help="timed calls per image")
+    parser.add_argument("--parts", default="framing,crops,photos",
+                        help="the parts to run: framing (1), crops (3), photos (2 and 4)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     detectors = {name: make_detector(name) for name in ("haar", "mtcnn", "blazeface")}
-    if args.images:
+    if args.images and "framing" in parts:
         framing(args.data, args.images, detectors, load_runner("shipped"))
+    if args.images and "crops" in parts:
+        face_crops(args.data, args.images, detectors, load_runner("shipped"))
+    if "photos" not in parts:
+        return
     photos(args.data, {**detectors,
                        "mtcnn, min_face_size 48": make_detector("mtcnn", min_face_size=48),
                        "blazeface, min_face_size 48": make_detector("blazeface", min_face_size=48),

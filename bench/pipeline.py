@@ -9,7 +9,9 @@ draw, stratified by class; 0 = all) is set into a 640x480 photo-like frame under
 random background; then a change of light, blur, JPEG, noise or roll), and every frame goes
 through predict's path: the detector, its crop, the model with predict's test-time augmentation.
 The answer is the largest face's label, as `predict` users read it; a frame where no face is
-found counts as a wrong answer. The "crop" condition is the 48x48 face as it is (no detection).
+found counts as a wrong answer. The "crop" condition is the 48x48 face as it is (no detection);
+"crop 100" and "crop 224" are the face enlarged to the whole image, as other data sets' crops
+come, and detected as predict detects any image but a 48x48 one (not in the photos' mean).
 
 Printed per model and condition: faces found, accuracy and balanced accuracy (the mean of the
 per-class recalls) of the answers, the worst class's recall, macro F1, and the expected
@@ -34,6 +36,10 @@ FRAME = (640, 480)  # width, height of every photo-like frame
 # name: (face side in px, what happens to the frame, its parameter)
 CONDITIONS = {
     "crop": (48, "none", 0),  # the FER2013 crop as it is, no detection
+    # face crops of other data sets' sizes (RAF-DB's 100 px, AffectNet's 224), each the whole
+    # image, so detected as predict does any image but a 48x48 one; not in the photos' mean
+    "crop 100": (100, "alone", 0),
+    "crop 224": (224, "alone", 0),
     "photo": (160, "none", 0),
     "small": (80, "none", 0),
     "close": (360, "none", 0),
@@ -65,6 +71,8 @@ def photo(face: np.ndarray, condition: str, rng: np.random.Generator) -> np.ndar
     if condition == "crop":
         return np.repeat(face[:, :, None], 3, axis=2)
     big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    if change == "alone":
+        return np.repeat(np.clip(np.rint(big), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
     pad = side // 2  # context around the face: its edge pixels repeated, as detectors need some
     framed = np.pad(big, pad, mode="edge")
     if change == "roll":
@@ -180,7 +188,7 @@ def report(results: dict, models: list[str]) -> None:
             print(f"{condition:13} {name[-28:]:28} {r['found']:6.1%} {r['accuracy']:9.4f} "
                   f"{r['balanced']:9.4f} {r['macro_f1']:9.4f} {r['ece']:6.3f}  "
                   f"{r['worst'][0]} {r['worst'][1]:.2f}")
-    photos = [c for c in results if c != "crop"]
+    photos = [c for c in results if c != "crop" and CONDITIONS[c][1] != "alone"]
     if "crop" in results and photos:
         print("\nFrom clean crops to the photos (mean over the photo conditions):")
         for name in models:

@@ -192,7 +192,7 @@ def stage_times(clip: Path, detector, frames: int, runner) -> dict[str, float]:
                 break
             times["decode"].append(t1 - t0)
             rgb = as_rgb(frame.bgr, "bgr")
-            found = first.find(rgb)
+            found = first.find(rgb, framed=False)  # as ferkeras.video searches a frame
             times["detect"].append(time.perf_counter() - t1)
             for tta, recognizer in recognizers.items():
                 t2 = time.perf_counter()

@@ -118,17 +118,19 @@ class FaceRecognizer:
         return self.runner.labels
 
     def find(self, rgb: np.ndarray, detect: bool | None = True, near: list[Box] | None = None,
-             follow: list[Box] | None = None) -> FoundFaces:
+             follow: list[Box] | None = None, framed: bool = True) -> FoundFaces:
         """Detections and crops of an RGB image; detect None: a 48x48 image is one face as it is,
         False: the whole image is one face. near: search only around these boxes (a video's
         tracks; Detector.near), where given. follow: a video's whole-frame search that knows its
-        tracked boxes (Detector.follow)."""
+        tracked boxes (Detector.follow). framed: where the whole image shows no face, search it
+        again in a border (Detector.framed: a face crop of any size); a video's frames skip it."""
         gray = to_gray(rgb)
         height, width = gray.shape
         whole = not detect if detect is not None else is_face_crop(gray)
         detections = ([Detection((0, 0, width, height))] if whole
                       else self.detector.near(rgb, gray, near) if near
                       else self.detector.follow(rgb, gray, follow) if follow is not None
+                      else self.detector.framed(rgb, gray) if framed
                       else self.detector(rgb, gray))
         crops = (np.stack([crop_detection(gray, d, self.align) for d in detections]) if detections
                  else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))

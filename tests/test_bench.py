@@ -106,8 +106,9 @@ def test_pipeline_bench_reads_photos_as_predict_does(fer2013_dir):
     test = load_dataset(str(fer2013_dir)).splits["test"]
     frame = pipeline.photo(test.images[0], "dark", rng)
     assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8
+    assert pipeline.photo(test.images[0], "crop 100", rng).shape == (100, 100, 3)
     results = pipeline.run(["shipped"], str(fer2013_dir), "test", 70, "blazeface", "flip",
-                           ["crop", "photo", "close"])
+                           ["crop", "photo", "close", "crop 100"])
     chosen = pipeline.draw(test.labels, 70)
     assert len(chosen) == 70 and set(test.labels[chosen]) == set(range(7))  # every class drawn
     # The clean crops are read exactly as predict reads a 48x48 image: no detection, flip TTA.
@@ -117,6 +118,10 @@ def test_pipeline_bench_reads_photos_as_predict_does(fer2013_dir):
     for condition in ("photo", "close"):  # BlazeFace finds most faces set into frames
         assert results[condition]["shipped"]["found"] > 0.7, condition
         assert results[condition]["shipped"]["accuracy"] > 0.35, condition  # chance is 0.14
+    # A face that fills its image is found as predict searches (Detector.framed), read about as
+    # well as its 48x48 crop.
+    assert results["crop 100"]["shipped"]["found"] > 0.9
+    assert results["crop 100"]["shipped"]["accuracy"] > crop["accuracy"] - 0.1
 
 
 def test_train_speed_runs_an_avx2_cpus_kernels_and_eigen_where_asked(monkeypatch):

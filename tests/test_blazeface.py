@@ -96,6 +96,36 @@ def test_finds_no_face_where_there_is_none(detector, photo, monkeypatch, capsys,
     assert "no face found (320x240" in out
 
 
+def test_a_face_crop_of_another_size_is_found_as_predict_searches(detector, fer2013_dir, monkeypatch,
+                                                                   capsys, tmp_path):
+    """PublicTest faces enlarged to 100 px (RAF-DB's crops), each the whole image: a face that fills
+    its image has no margin, which BlazeFace needs. Predict's search (Detector.framed) finds nearly
+    every one, boxed inside the image with its eyes inside the box, and answers for it."""
+    paths = sorted((fer2013_dir / "test").glob("*/*.jpg"))[::90]  # 40 faces, every class
+    alone, framed = [], []
+    for path in paths:
+        gray = cv2.resize(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), (100, 100),
+                          interpolation=cv2.INTER_CUBIC)
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+        alone.append(bool(detector(rgb, gray)))
+        found = detector.framed(rgb, gray)
+        framed.append(bool(found))
+        for face in found:
+            x, y, w, h = face.box
+            assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 100 and y + h <= 100, face.box
+            assert ((face.landmarks[:2] >= (x, y)) & (face.landmarks[:2] <= (x + w, y + h))).all()
+    assert sum(framed) >= 0.9 * len(paths) and sum(framed) > sum(alone), (sum(alone), sum(framed))
+    # One the detector alone misses, through `ferkeras predict`: a face and its label.
+    missed = paths[alone.index(False)]
+    big = cv2.resize(cv2.imread(str(missed), cv2.IMREAD_GRAYSCALE), (100, 100), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / "face100.png"), big)
+    code, out, err = run_main(["predict", str(tmp_path / "face100.png"), "--model", "shipped", "--json"],
+                              monkeypatch, capsys)
+    assert code == 0, err
+    (image,) = json.loads(out)
+    assert len(image["faces"]) == 1 and image["faces"][0]["label"]
+
+
 def test_eyes_level_the_crop_of_a_turned_face(detector, photo):
     (upright,) = detector(photo)
     reference = crop_detection(to_gray(photo), upright).astype(np.float32)

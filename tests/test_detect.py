@@ -156,3 +156,40 @@ def test_cli_predict_with_mtcnn(mtcnn, monkeypatch, capsys):
     (face,) = image["faces"]
     box = face["box"]
     assert box_iou((box["x"], box["y"], box["width"], box["height"]), GRACE_FACE) > 0.5
+
+
+def test_framed_searches_again_in_a_border_and_maps_the_faces_back():
+    """Detector.framed, predict's search: where the image shows no face, the image again in a
+    border of its mean colour, FRAME_MARGIN of its longer side wide; the faces found come back in
+    the image's pixels, clipped to it, and one centred in the border is dropped."""
+    from ferkeras.media.detect import FRAME_MARGIN, Detector
+
+    seen = []
+
+    class InBorderOnly(Detector):
+        """Finds two faces, but only in an image larger than the test's: framed's border."""
+
+        def __call__(self, rgb, gray=None):
+            seen.append((rgb.copy(), gray.copy()))
+            if gray.shape[0] <= 100:
+                return []
+            eyes = np.array([[30, 40], [60, 40], [45, 55], [45, 70], [45, 70]], np.float32)
+            return [Detection((10, 20, 80, 70), 0.9, eyes), Detection((0, 0, 20, 20), 0.8)]
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (100, 80, 3), dtype=np.uint8)
+    gray = to_gray(rgb)
+    (face,) = InBorderOnly().framed(rgb, gray)
+    pad = round(FRAME_MARGIN * 100)  # 25
+    assert [g.shape for _, g in seen] == [(100, 80), (100 + 2 * pad, 80 + 2 * pad)]
+    framed_rgb, framed_gray = seen[1]
+    np.testing.assert_array_equal(framed_rgb[pad:-pad, pad:-pad], rgb)  # the image, untouched
+    np.testing.assert_allclose(framed_rgb[0, 0], rgb.reshape(-1, 3).mean(axis=0), atol=0.5)
+    assert abs(int(framed_gray[-1, -1]) - gray.mean()) <= 0.5
+    # (10, 20, 80, 70) in the framed image is (-15, -5, 80, 70) in this one: clipped to (0, 0, 65, 65)
+    assert face.box == (0, 0, 65, 65) and face.score == 0.9
+    np.testing.assert_allclose(face.landmarks[0], (5, 15))
+    # A face found in the image itself is the answer: no second search.
+    seen.clear()
+    assert InBorderOnly().framed(np.zeros((120, 120, 3), np.uint8), np.zeros((120, 120), np.uint8))
+    assert len(seen) == 1
