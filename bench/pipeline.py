@@ -141,8 +141,9 @@ def answers(labels: np.ndarray, probs: np.ndarray, found: np.ndarray) -> dict:
 
 
 def run(models: list[str], data: str, split_name: str, n: int, detector: str, tta: str,
-        conditions: list[str], seed: int = 0, min_face: int | None = None) -> dict:
-    """Every model's figures under every condition: {condition: {model: answers(...)}}."""
+        conditions: list[str], seed: int = 0, min_face: int | None = None, framed: bool = True) -> dict:
+    """Every model's figures under every condition: {condition: {model: answers(...)}}; framed
+    False: without predict's second search in a border (Detector.framed), for a before/after."""
     from ferkeras.data import load_dataset
     from ferkeras.predict import FaceRecognizer, make_detector
     from ferkeras.spec import IMAGE_SIZE
@@ -163,7 +164,7 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
         crops, found = [], np.zeros(len(faces), bool)
         detect = condition != "crop"  # a crop is classified whole, as predict does a 48x48 image
         for i, face in enumerate(faces):
-            result = first.find(photo(face, condition, rng), detect=detect)
+            result = first.find(photo(face, condition, rng), detect=detect, framed=framed)
             if result.detections:
                 areas = [d.box[2] * d.box[3] for d in result.detections]
                 crops.append(result.crops[int(np.argmax(areas))])  # the largest face: the answer
@@ -213,6 +214,8 @@ def main() -> None:
     parser.add_argument("--tta", default="flip", help="predict's test-time augmentation (its default)")
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-framed", action="store_true", help="leave out predict's second search "
+                        "in a border where a frame shows no face (the same frames, for a before/after)")
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
     conditions = [c for c in args.conditions.split(",") if c]
@@ -220,7 +223,7 @@ def main() -> None:
     if unknown:
         parser.error(f"--conditions: {', '.join(unknown)} not among {', '.join(CONDITIONS)}")
     results = run(models, args.data, args.split, args.images, args.detector, args.tta, conditions,
-                  args.seed, args.min_face)
+                  args.seed, args.min_face, framed=not args.no_framed)
     report(results, models)
 
 
