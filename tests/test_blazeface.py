@@ -126,6 +126,24 @@ def test_a_face_crop_of_another_size_is_found_as_predict_searches(detector, fer2
     assert len(image["faces"]) == 1 and image["faces"][0]["label"]
 
 
+@pytest.mark.parametrize("side", [None, 100])
+def test_a_tight_crop_of_a_real_face_is_found_framed(detector, photo, side):
+    """grace_hopper.jpg's face cropped inside its box (15% off each side), as it is and at 100 px:
+    the detector alone finds no face in it, predict's search (Detector.framed) finds the one."""
+    x, y, w, h = GRACE_FACE
+    cut = int(0.15 * w)
+    crop = np.ascontiguousarray(photo[y + cut:y + h - cut, x + cut:x + w - cut])
+    if side:
+        crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+    gray = to_gray(crop)
+    assert detector(crop, gray) == []
+    (face,) = detector.framed(crop, gray)
+    fx, fy, fw, fh = face.box
+    assert fw > 0.6 * crop.shape[1] and fx + fw <= crop.shape[1] and fy + fh <= crop.shape[0]
+    left_eye, right_eye = face.landmarks[:2]
+    assert left_eye[0] < right_eye[0] and abs(left_eye[1] - right_eye[1]) < 0.1 * crop.shape[0]
+
+
 def test_eyes_level_the_crop_of_a_turned_face(detector, photo):
     (upright,) = detector(photo)
     reference = crop_detection(to_gray(photo), upright).astype(np.float32)
