@@ -48,6 +48,11 @@ MIN_SCORE = 0.6
 # In a square, with less context, stripes and folds pass for faces more often (a flag's: 7 false
 # faces in 20 frames at 0.6, none at 0.75; bench/detectors.py's mosaics: 38 and 35 of 40 found).
 SQUARE_MIN_SCORE = 0.75
+# Detector.framed's search of an image in a border: on 300 random crops of images with no face,
+# 8 false faces scored 0.61-0.69 there, while 88% of the faces it found in 500 PublicTest faces
+# enlarged to 100 px scored 0.7 or more (a throwaway script; bench/detectors.py --parts crops
+# measures the rest).
+FRAMED_MIN_SCORE = 0.7
 # A FER2013 face this fraction of a square's side is found by the short-range model 87% of the time
 # (0.5: 96%, 0.2: 26%; 200 PublicTest faces in canvases of edge pixels): the squares searched
 # go down to min_face_size / FACE_FRACTION pixels.
@@ -277,6 +282,10 @@ class BlazeFaceDetector(Detector):
     def _search(self, rgb: np.ndarray, gray: np.ndarray, size: int) -> list[Detection]:
         """Around a tracked face, which fills much of the region: the short-range model alone."""
         return self._detect(rgb, [(_whole(rgb), self.networks[0], self.threshold)])
+
+    def _search_framed(self, rgb: np.ndarray, gray: np.ndarray, size: int) -> list[Detection]:
+        """The short-range model on the whole bordered image, at FRAMED_MIN_SCORE at least."""
+        return self._detect(rgb, [(_whole(rgb), self.networks[0], max(self.threshold, FRAMED_MIN_SCORE))])
 
     def _detect(self, rgb: np.ndarray, searches: list[tuple[Box, _Network, float]]) -> list[Detection]:
         """Each (region, model, least score) search's candidates, merged, as detections in the

@@ -25,7 +25,7 @@ NEAR_SCALE = 1.5  # ... searched for faces from 1/1.5 to 1.5 times its size
 # Detector.framed: an image with no face found is searched again in a border of its mean colour,
 # this fraction of its longer side wide. A face that fills its image (a crop of any size but
 # 48x48) has no margin, and detectors need one: BlazeFace found 82-83% of 500 PublicTest faces
-# enlarged to 100 and 224 px, and 98% of them framed so (bench/detectors.py, "Face crops").
+# enlarged to 100 and 224 px, and 96% of them framed so (bench/detectors.py --parts crops).
 FRAME_MARGIN = 0.25
 
 class Detector:
@@ -56,7 +56,7 @@ class Detector:
         framed = []
         # A face that fills the image is all that is searched for: BlazeFace's whole-image pass
         # alone, not the squares and deeper levels that an image with no face costs it.
-        for d in self._search(border(rgb), border(gray), max(height, width)):
+        for d in self._search_framed(border(rgb), border(gray), max(height, width)):
             x, y, w, h = d.box[0] - pad, d.box[1] - pad, d.box[2], d.box[3]
             if not (0 <= x + w / 2 < width and 0 <= y + h / 2 < height):
                 continue  # centred in the border: not a face of this image
@@ -101,6 +101,11 @@ class Detector:
     def _search(self, rgb: np.ndarray, gray: np.ndarray, size: int) -> list[Detection]:
         """Faces in a region around a face of about this size; detectors may narrow the sizes."""
         return self(rgb, gray)
+
+    def _search_framed(self, rgb: np.ndarray, gray: np.ndarray, size: int) -> list[Detection]:
+        """framed's search of the bordered image for a face of about this size: _search's, unless a
+        detector needs more evidence there."""
+        return self._search(rgb, gray, size)
 
 
 class HaarDetector(Detector):
