@@ -116,7 +116,7 @@ def _found_frames(source: VideoSource, recognizer: FaceRecognizer, tracker: IoUT
         # empty room's frames cost BlazeFace 4 ms, not a photo's deepest search, 35 ms).
         search = ({} if n % full_every == 0 else {"near": tracked} if n % scan_every and tracked
                   else {"follow": tracked})
-        # A camera's frame has room around its faces: a second search in a border would double an
+        # A camera's frame has room around its faces: a second search in a border would add to every
         # empty frame's cost for a face that fills the frame, which a camera rarely gives.
         found = recognizer.find(as_rgb(frame.bgr, "bgr"), framed=False, **search)
         yield frame, found, tracker.update([d.box for d in found.detections])

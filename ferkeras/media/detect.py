@@ -24,8 +24,8 @@ NEAR_MARGIN = 0.5  # Detector.near: a tracked box widened by half its size on ev
 NEAR_SCALE = 1.5  # ... searched for faces from 1/1.5 to 1.5 times its size
 # Detector.framed: an image with no face found is searched again in a border of its mean colour,
 # this fraction of its longer side wide. A face that fills its image (a crop of any size but
-# 48x48) has no margin, and detectors need one: BlazeFace found 82-83% of 500 PublicTest faces
-# enlarged to 100 and 224 px, and 96% of them framed so (bench/detectors.py --parts crops).
+# 48x48) has no margin, and detectors need one: BlazeFace found 82-84% of 500 PublicTest faces
+# enlarged to 64-224 px, and 96% of them framed so (bench/detectors.py --parts crops).
 FRAME_MARGIN = 0.25
 
 class Detector:
