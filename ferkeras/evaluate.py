@@ -175,9 +175,18 @@ def predict(model, images: np.ndarray, tta: bool | str | None = False,
 def accuracy_summary(model, split: Split) -> dict:
     """Accuracy without and with each TTA, balanced accuracy, macro F1, the worst recall and
     calibration, and recall per class, of a model (or runner) on a split."""
+    return summary_of_views(split.labels, *summary_views(model, split.images))
+
+
+def summary_views(model, images: np.ndarray,
+                  shifts: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What summary_of_views takes: the probabilities of the images, of their mirrors and (shifts)
+    the mean of the shifts TTA's 10 views, each view computed once; else None for the last."""
+    if not shifts:
+        return (*view_probabilities(model, images, mirror=True), None)
     # Each of the 10 views once: [0] is the image, [len(TTA_SHIFTS)] its mirror.
-    views = view_probabilities(model, split.images, TTA_SHIFTS, mirror=True)
-    return summary_of_views(split.labels, views[0], views[len(TTA_SHIFTS)], np.mean(views, axis=0))
+    views = view_probabilities(model, images, TTA_SHIFTS, mirror=True)
+    return views[0], views[len(TTA_SHIFTS)], np.mean(views, axis=0)
 
 
 def summary_of_views(labels: np.ndarray, image: np.ndarray, mirror: np.ndarray,

@@ -138,7 +138,7 @@ def engine_views(name, folder, metadata, fer2013_dir, keras_views) -> dict:
     """Each file's probabilities on PublicTest, per engine: of the image, of its mirror and the
     mean of the shifts TTA's views (None where not measured)."""
     from ferkeras.data import load_dataset
-    from ferkeras.evaluate import TTA_SHIFTS, view_probabilities
+    from ferkeras.evaluate import summary_views
     from ferkeras.runners import load_runner
 
     images = load_dataset(fer2013_dir).splits["test"].images
@@ -146,12 +146,7 @@ def engine_views(name, folder, metadata, fer2013_dir, keras_views) -> dict:
     for engine, entry in metadata["artifacts"].items():
         if engine in ("keras", "saved_model"):
             continue
-        runner = load_runner(folder / entry["file"])
-        if name in ALL_VIEWS:
-            each = view_probabilities(runner, images, TTA_SHIFTS, mirror=True)
-            views[engine] = (each[0], each[len(TTA_SHIFTS)], np.mean(each, axis=0))
-        else:
-            views[engine] = (*view_probabilities(runner, images, mirror=True), None)
+        views[engine] = summary_views(load_runner(folder / entry["file"]), images, shifts=name in ALL_VIEWS)
     return views
 
 

@@ -38,13 +38,14 @@ class Detector:
         raise NotImplementedError
 
     def framed(self, rgb: np.ndarray, gray: np.ndarray) -> list[Detection]:
-        """Faces in the whole image; where none is found, faces about the image's size found in it
-        set in a border of its mean colour (FRAME_MARGIN), their boxes clipped to the image."""
+        """Faces in the whole image; where none is found, those in_border finds."""
+        return self(rgb, gray) or self.in_border(rgb, gray)
+
+    def in_border(self, rgb: np.ndarray, gray: np.ndarray) -> list[Detection]:
+        """Faces about the image's size found in it set in a border of its mean colour
+        (FRAME_MARGIN), their boxes clipped to the image: a face that fills its image."""
         import cv2
 
-        found = self(rgb, gray)
-        if found:
-            return found
         height, width = gray.shape
         pad = max(1, round(FRAME_MARGIN * max(height, width)))
 
