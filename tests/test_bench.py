@@ -124,6 +124,18 @@ def test_pipeline_bench_reads_photos_as_predict_does(fer2013_dir):
     assert results["crop 100"]["shipped"]["accuracy"] > crop["accuracy"] - 0.1
 
 
+def test_pipeline_bench_reframes_a_crop_about_its_centre():
+    pipeline = load_bench("pipeline")
+    ramp = np.tile(np.arange(48, dtype=np.uint8) * 5, (48, 1))  # brighter to the right
+    tight, wide = (pipeline.photo(ramp, c, np.random.default_rng(0))[:, :, 0]
+                   for c in ("crop tight", "crop wide"))
+    assert tight.shape == wide.shape == (48, 48)
+    # Closer: the row spans 0.8 of the face's columns, centred; wider: the edges repeated.
+    assert abs(int(tight[0, 0]) - 5 * 23.5 * 0.2) <= 1 and abs(int(tight[0, -1]) - 5 * (47 - 23.5 * 0.2)) <= 1
+    assert wide[0, 0] == wide[0, 3] == 0 and wide[0, -1] == wide[0, -4] == 235
+    assert np.abs(tight[:, ::-1].astype(int) - (235 - tight.astype(int))).max() <= 1  # centred
+
+
 def test_train_speed_runs_an_avx2_cpus_kernels_and_eigen_where_asked(monkeypatch):
     """The figures of bench/README's AVX2 section rest on these settings reaching each worker."""
     train_speed = load_bench("train_speed")
