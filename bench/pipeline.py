@@ -184,10 +184,9 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
         start = time.perf_counter()
         rng = np.random.default_rng([seed, len(results)])
         crops, found = [], np.zeros(len(faces), bool)
-        # a 48x48 crop is classified whole, as predict does a 48x48 image
-        detect = CONDITIONS[condition][0] != IMAGE_SIZE
         for i, face in enumerate(faces):
-            result = first.find(photo(face, condition, rng), detect=detect, framed=framed)
+            # detect None: predict's rule, a 48x48 image classified whole, any other searched
+            result = first.find(photo(face, condition, rng), detect=None, framed=framed)
             if result.detections:
                 areas = [d.box[2] * d.box[3] for d in result.detections]
                 crops.append(result.crops[int(np.argmax(areas))])  # the largest face: the answer
