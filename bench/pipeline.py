@@ -11,10 +11,11 @@ through predict's path: the detector, its crop, the model with predict's test-ti
 The answer is the largest face's label, as `predict` users read it; a frame where no face is
 found counts as a wrong answer. The "crop" condition is the 48x48 face as it is (no detection);
 "crop tight" and "crop wide" are it cut closer (0.8 of the side) or looser (1.3, edges repeated),
-as other data sets frame their 48x48 crops, and classified whole as predict classifies a 48x48
-image; "crop 100" and "crop 224" are the face enlarged to the whole image, as other data sets'
-crops come, and detected as predict detects any image but a 48x48 one. The crops are not in the
-photos' mean.
+as other data sets frame their 48x48 crops. predict reads a 48x48 image as it is and as its
+landmarks frame it (FaceRecognizer.reframe), the two averaged; the rows ", as is" read the same
+crops as they are only, side by side. "crop 100" and "crop 224" are the face enlarged to the
+whole image, as other data sets' crops come, and detected as predict detects any image but a
+48x48 one. The crops are not in the photos' mean.
 
 Printed per model and condition: faces found, accuracy and balanced accuracy (the mean of the
 per-class recalls) of the answers, the worst class's recall, macro F1, and the expected
@@ -167,8 +168,7 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
     """Every model's figures under every condition: {condition: {model: answers(...)}}; framed
     False: without predict's second search in a border (Detector.framed), for a before/after."""
     from ferkeras.data import load_dataset
-    from ferkeras.predict import FaceRecognizer, make_detector
-    from ferkeras.spec import IMAGE_SIZE
+    from ferkeras.predict import FaceRecognizer, FoundFaces, make_detector
 
     split = load_dataset(data).splits[split_name]
     chosen = draw(split.labels, n, seed)
@@ -183,20 +183,29 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
     for condition in conditions:
         start = time.perf_counter()
         rng = np.random.default_rng([seed, len(results)])
-        crops, found = [], np.zeros(len(faces), bool)
+        answered, found = [], np.zeros(len(faces), bool)
         for i, face in enumerate(faces):
-            # detect None: predict's rule, a 48x48 image classified whole, any other searched
+            # detect None: predict's rule, a 48x48 image classified whole (and as its landmarks
+            # frame it), any other searched
             result = first.find(photo(face, condition, rng), detect=None, framed=framed)
             if result.detections:
-                areas = [d.box[2] * d.box[3] for d in result.detections]
-                crops.append(result.crops[int(np.argmax(areas))])  # the largest face: the answer
+                largest = int(np.argmax([d.box[2] * d.box[3] for d in result.detections]))  # the answer
+                views = None if result.views is None else result.views[largest:largest + 1]
+                answered.append(FoundFaces([result.detections[largest]],
+                                           result.crops[largest:largest + 1], result.whole_image, views))
                 found[i] = True
-        crops = np.stack(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-        results[condition] = {}
-        for name, recognizer in recognizers.items():
-            probs = np.zeros((len(faces), len(recognizer.labels)))
-            probs[found] = recognizer.classify(crops)
-            results[condition][name] = answers(labels, probs, found)
+        # A 48x48 crop's second view (FaceRecognizer.reframe) beside the crop read as it is only.
+        readings = {condition: "classify_found"}
+        if any(a.views is not None for a in answered):
+            readings[f"{condition}, as is"] = "classify"
+        for name_of_reading, method in readings.items():
+            results[name_of_reading] = {}
+            for name, recognizer in recognizers.items():
+                probs = np.zeros((len(faces), len(recognizer.labels)))
+                if answered:
+                    probs[found] = (recognizer.classify_found(answered) if method == "classify_found"
+                                    else recognizer.classify(np.concatenate([a.crops for a in answered])))
+                results[name_of_reading][name] = answers(labels, probs, found)
         print(f"  {condition}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return results
 

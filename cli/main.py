@@ -365,11 +365,13 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
               "the tracked faces in between (1: the whole frame every time; faces under a tenth of "
               "it, every 10 frames)")
 @click.option("--no-detect", is_flag=True, help="images: classify each whole image as one face crop")
+@click.option("--no-reframe", is_flag=True, help="48x48 face crops: read each as it is only, not also "
+              "as its landmarks frame it (found by --detector; the two views' answers averaged)")
 @runs_dir_option
 def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, detector: str, no_align: bool,
             min_face: int | None, tta: str, as_json: bool, annotate: str | None, csv_path: str | None,
             every: int | None, fps: float | None, max_frames: int | None, smooth: float, scan_every: int,
-            no_detect: bool, runs_dir: str) -> None:
+            no_detect: bool, no_reframe: bool, runs_dir: str) -> None:
     """Label the expression of each face in photos, folders, a video, a stream URL or a camera."""
     from ferkeras import predict as prediction
     from ferkeras import video
@@ -386,7 +388,8 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
             with quiet_tensorflow_startup():
                 import tensorflow  # noqa: F401
         recognizer = prediction.FaceRecognizer(model, detector, align=not no_align, tta=tta,
-                                               runs_dir=runs_dir, min_face=min_face)
+                                               runs_dir=runs_dir, reframe=not no_reframe,
+                                               min_face=min_face)
         if clip is None:
             results = prediction.predict(inputs, recognizer, runs_dir, detect=False if no_detect else None,
                                          annotate=annotate)

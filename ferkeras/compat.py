@@ -206,7 +206,7 @@ class FER:
             faces = self.recognizer(rgb, color="rgb")
         else:
             found = self._given_faces(rgb, face_rectangles)
-            faces = self.recognizer.faces(found, self.recognizer.classify(found.crops))
+            faces = self.recognizer.faces(found, self.recognizer.classify_found([found]))
         emotions = [_fer_dict(face) for face in faces]
         if emotions:
             self.emotions = emotions
@@ -233,7 +233,7 @@ class FER:
         found = [self.recognizer.find(_load_image(img)) for img in imgs]
         if not found:
             return []
-        probabilities = self.recognizer.classify(np.concatenate([f.crops for f in found]))
+        probabilities = self.recognizer.classify_found(found)
         results, start = [], 0
         for one in found:
             faces = self.recognizer.faces(one, probabilities[start:start + len(one.crops)])

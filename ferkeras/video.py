@@ -97,7 +97,7 @@ def analyze_video(source: VideoSource, recognizer: FaceRecognizer, smooth: float
     found_frames = _found_frames(source, recognizer, tracker, scan_every, full_search_every)
     with contextlib.closing(read_ahead(found_frames, READ_AHEAD) if overlap else found_frames) as searched:
         for frame, found, track_ids in searched:
-            faces = recognizer.faces(found, recognizer.classify(found.crops))
+            faces = recognizer.faces(found, recognizer.classify_found([found]))
             for face, track_id in zip(faces, track_ids, strict=True):
                 face.track_id = track_id
                 face.probabilities = smoother.update(track_id, face.probabilities)

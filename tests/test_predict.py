@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.cbook
 import numpy as np
@@ -257,3 +258,72 @@ def test_a_jpeg_decodes_to_pillows_upright_pixels(tmp_path, orientation, mode):
     np.testing.assert_array_equal(read_image(tmp_path / "photo.jpg"), expected)
     with pytest.raises(FerkerasError, match=r"^upload: corrupt or unreadable image: .*truncated"):
         decode_image(data[:len(data) // 2], "upload")
+
+
+def _publictest_faces(fer2013: Path, per_class: int) -> np.ndarray:
+    """The first per_class PublicTest faces of each class, (N, 48, 48) uint8."""
+    paths = [p for name in CLASS_NAMES for p in sorted((fer2013 / "test" / name).glob("*.jpg"))[:per_class]]
+    return np.stack([np.asarray(Image.open(p).convert("L")) for p in paths])
+
+
+def _wider(face: np.ndarray, margin: int = 7) -> np.ndarray:
+    """The face seen wider, as another data set might crop it: 7 px of repeated edge on each side
+    (62 px, 1.29x FER2013's side), shrunk back to 48x48."""
+    import cv2
+
+    padded = cv2.copyMakeBorder(face, margin, margin, margin, margin, cv2.BORDER_REPLICATE)
+    return cv2.resize(padded, face.shape[::-1], interpolation=cv2.INTER_AREA)
+
+
+def test_a_48x48_crop_is_read_again_as_its_landmarks_frame_it(fer2013_dir):
+    """A real 48x48 crop cut wider than FER2013's: predict finds its face and frames it by its
+    landmarks, nearly as it frames the crop as FER2013 cut it, and averages that view's answer
+    with the crop's as it is."""
+    from ferkeras.predict import FaceRecognizer
+
+    faces = _publictest_faces(fer2013_dir, 2)
+    recognizer = FaceRecognizer("shipped", tta="none")
+    viewed = 0
+    for face in faces:
+        wide = _wider(face)
+        found = recognizer.find(np.repeat(wide[..., None], 3, axis=2), detect=None)
+        assert found.whole_image and found.crops.shape == (1, 48, 48)
+        np.testing.assert_array_equal(found.crops[0], wide)  # the crop itself, untouched
+        as_cut = recognizer.landmark_view(np.repeat(face[..., None], 3, axis=2), face)
+        if found.views is None or as_cut is None:
+            continue
+        viewed += 1
+        # the view hardly depends on how the crop was cut: nearer the original's view than the
+        # wider crop is to the original (mean gray levels apart, 4.8-27.6 against 20.3-50.9)
+        assert np.abs(found.views[0].astype(int) - as_cut).mean() < np.abs(wide.astype(int) - face).mean()
+        expected = (recognizer.classify(found.crops) + recognizer.classify(found.views)) / 2
+        np.testing.assert_allclose(recognizer.classify_found([found]), expected, atol=1e-6)
+    assert viewed >= 11, viewed  # of 14 faces: BlazeFace finds 92-96% of such crops
+
+
+def test_only_a_48x48_crop_taken_whole_gets_a_second_view(fer2013_dir, tmp_path):
+    """reframe=False (predict --no-reframe), --no-detect and a photo's faces: one view each; the
+    batch's answers keep their images' order."""
+    from ferkeras.predict import FaceRecognizer
+
+    face = _wider(_publictest_faces(fer2013_dir, 1)[3])  # a happy face
+    rgb = np.repeat(face[..., None], 3, axis=2)
+    recognizer = FaceRecognizer("shipped", tta="none")
+    assert recognizer.find(rgb, detect=None).views is not None
+    assert recognizer.find(rgb, detect=False).views is None
+    assert FaceRecognizer("shipped", tta="none", reframe=False).find(rgb, detect=None).views is None
+    photo = recognizer.find(read_image(GRACE_HOPPER), detect=None)
+    assert photo.views is None and len(photo.crops) == 1
+    found = [photo, recognizer.find(rgb, detect=None), photo]
+    probabilities = recognizer.classify_found(found)
+    np.testing.assert_allclose(probabilities[[0, 2]], recognizer.classify(photo.crops[[0, 0]]), atol=1e-6)
+    np.testing.assert_allclose(probabilities[1], recognizer.classify_found(found[1:2])[0], atol=1e-6)
+    # the CLI's flag: the crop as it is only
+    Image.fromarray(face).save(tmp_path / "wide.png")
+    answers = {}
+    for flag in ([], ["--no-reframe"]):
+        out = subprocess.run([*FERKERAS, "predict", str(tmp_path / "wide.png"), "--model", "shipped",
+                              "--tta", "none", "--json", *flag], capture_output=True, text=True, check=True)
+        answers[bool(flag)] = list(json.loads(out.stdout)[0]["faces"][0]["probabilities"].values())
+    np.testing.assert_allclose(answers[True], recognizer.classify(face[None])[0], atol=1e-4)
+    np.testing.assert_allclose(answers[False], recognizer.classify_found(found[1:2])[0], atol=1e-4)
