@@ -212,12 +212,12 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
 
 def report(results: dict, models: list[str]) -> None:
     """The table of figures, per condition and model, and each model's fall from crops to photos."""
-    print(f"\n{'condition':13} {'model':28} {'found':>6} {'accuracy':>9} {'balanced':>9} "
+    print(f"\n{'condition':17} {'model':28} {'found':>6} {'accuracy':>9} {'balanced':>9} "
           f"{'macro F1':>9} {'ECE':>6}  worst class")
     for condition, by_model in results.items():
         for name in models:
             r = by_model[name]
-            print(f"{condition:13} {name[-28:]:28} {r['found']:6.1%} {r['accuracy']:9.4f} "
+            print(f"{condition:17} {name[-28:]:28} {r['found']:6.1%} {r['accuracy']:9.4f} "
                   f"{r['balanced']:9.4f} {r['macro_f1']:9.4f} {r['ece']:6.3f}  "
                   f"{r['worst'][0]} {r['worst'][1]:.2f}")
     photos = [c for c in results if not c.startswith("crop")]

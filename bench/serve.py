@@ -18,8 +18,9 @@ The images, per --images set, one per client, all distinct real images:
   at its own size and place, kept when Haar finds exactly one face: detection dominates;
 - grace: grace_hopper.jpg, whose 8.8 requests/s at 32 clients issue 25 set out from, as windows
   of 464x552 px at different offsets (one face each, each at its own place);
-- crops: PublicTest's 48x48 JPEG files as they are: the server takes a 48x48 image as a face and
-  skips detection, so what is measured is the server's own cost (HTTP, decoding, the pool, JSON).
+- crops: PublicTest's 48x48 JPEG files as they are: the server takes a 48x48 image as a face crop,
+  as predict does (no search for faces in it; one BlazeFace pass on it enlarged, for its landmark
+  view), so what is measured is mostly the server's own cost (HTTP, decoding, the pool, JSON).
 Each image is first sent alone; under load each client sends its own image back to back, and
 every answer must equal that image's answer alone (boxes, labels and probabilities), so an answer
 mixed up between requests counts as wrong. A 503 is counted apart, and its client waits the

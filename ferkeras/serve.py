@@ -229,7 +229,7 @@ class Service:
 
     def _recognize(self, recognizer: FaceRecognizer, rgb: np.ndarray, saliency: bool) -> list[dict]:
         try:
-            found, faces = recognizer.recognize(rgb)
+            found, faces = recognizer.recognize(rgb, detect=None)  # predict's rule: 48x48 is a crop
             records = [face.to_dict() for face in faces]
             if saliency and faces:
                 for record, overlay in zip(records, self._saliency(found.crops, faces), strict=True):

@@ -79,6 +79,21 @@ def test_raw_body_and_multipart_give_the_same_record_as_predict(client, service)
     assert raw["faces"][0]["box"]["x"] in range(140, 170)
 
 
+def test_a_48x48_crop_is_read_as_predict_reads_it(client, fer2013_dir, tmp_path):
+    """A 48x48 upload is a face crop, as `predict` takes it: the whole image, read as it is and as
+    its landmarks frame it; the record equals predict's."""
+    from ferkeras.predict import predict
+
+    path = sorted((fer2013_dir / "test" / "fear").glob("*.jpg"))[0]
+    body = client.post("/api/predict", content=path.read_bytes(),
+                       headers={"content-type": "image/jpeg"}).json()
+    [face] = body["faces"]
+    assert face["box"] == {"x": 0, "y": 0, "width": 48, "height": 48}
+    [expected] = predict([path], model="shipped")
+    assert expected.crop
+    assert face == expected.faces[0].to_dict()
+
+
 def test_an_image_without_a_face_gives_none(client):
     rng = np.random.default_rng(0)
     sky = np.clip(np.linspace(0, 255, 320)[None, :, None] + rng.normal(0, 8, (240, 320, 3)), 0, 255)
