@@ -173,10 +173,10 @@ class FaceRecognizer:
         face's crop, averaged with its second view where it has one (FoundFaces.views)."""
         crops = [f.crops for f in found]
         views = [f.views for f in found if f.views is not None]
-        if not sum(len(c) for c in crops):
+        n_crops = sum(len(c) for c in crops)
+        if not n_crops:
             return np.zeros((0, len(self.labels)), np.float32)
         probabilities = self.classify(np.concatenate(crops + views))
-        n_crops = sum(len(c) for c in crops)
         second = iter(np.split(probabilities[n_crops:], np.cumsum([len(v) for v in views])))
         faces, start = [], 0
         for one in found:
@@ -295,7 +295,7 @@ def format_table(results: Sequence[ImageResult]) -> str:
         name = _short(result.path)
         if not result.faces:
             lines.append(f"{name:<28} no face found ({result.width}x{result.height}; "
-                         f"a 48x48 face crop is classified as it is)")
+                         f"a 48x48 image is taken as a face crop)")
         for i, face in enumerate(result.faces, start=1):
             order = np.argsort(face.probabilities)[::-1]
             runner_up = f"{face.labels[order[1]]} {face.probabilities[order[1]]:.2f}"
