@@ -313,17 +313,20 @@ def ensemble(members: tuple[str, ...], name: str, logit_adjust: float, runs_dir:
               flag_value=DEFAULT_TTA, default=None, help="fit a temperature on the run's validation "
               "images and fold it into every file, so that the probabilities mean what they say, "
               f"as averaged over a --tta method's views (alone: {DEFAULT_TTA}, predict's default)")
+@click.option("--match-prior", is_flag=True, help="before the temperature, move each class's logit so "
+              "that it is the answer for its share of the training data on the validation images "
+              "(their labels unused): fear and disgust answered as often as they occur")
 @runs_dir_option
 def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out: str | None,
                    force: bool, no_verify: bool, no_saved_model: bool, calibrate: str | None,
-                   runs_dir: str) -> None:
+                   match_prior: bool, runs_dir: str) -> None:
     """Export a run's best model as SavedModel and TFLite, checked against the Keras model."""
     with quiet_tensorflow_startup():
         from ferkeras import export as exporting
 
     result = exporting.export(run, out, tflite=tflite, quantize=quantize, verify=not no_verify,
                               runs_dir=runs_dir, echo=click.echo, saved_model=not no_saved_model,
-                              force=force, calibrate=calibrate or False)
+                              force=force, calibrate=calibrate or False, match_prior=match_prior)
     if result.rejected:  # exit code 1, as for a failed test; 2 stays for bad input
         click.echo(f"Error: parity check failed: {'; '.join(result.failures)} "
                    f"(kept in {result.rejected}/; --no-verify exports anyway)", err=True)

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ferkeras.calibrate import calibrate_temperature
+from ferkeras.calibrate import calibrate_model
 from ferkeras.config import RUNS_DIR, did_you_mean
 from ferkeras.errors import FerkerasError, quiet_stderr
 from ferkeras.exportmeta import METADATA, carry_accuracy, export_metadata, file_digest, weights_digest
@@ -277,7 +277,8 @@ def default_out(model_path: Path, run_dir: Path | None) -> Path:
 def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
            tflite: bool = False, quantize: Iterable[str] | None = None, verify: bool = True,
            runs_dir: str | os.PathLike = RUNS_DIR, echo: Echo = print,
-           saved_model: bool = True, force: bool = False, calibrate: bool | str = False) -> ExportResult:
+           saved_model: bool = True, force: bool = False, calibrate: bool | str = False,
+           match_prior: bool = False) -> ExportResult:
     """Export a run's best model (or a .keras file) as .keras, SavedModel and TFLite, checking parity.
 
     out defaults to the run's exported/ (runs/NAME/exported), or <stem>_exported/ beside a model
@@ -287,14 +288,15 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
     saved_model=False leaves the SavedModel out of `out` (it is still made: TFLite converts it).
     calibrate fits a temperature on the validation images and folds it into every format
     (calibrate_temperature): for a TTA method's views (a TTA_METHODS name), True for DEFAULT_TTA,
-    the one that predict, serve and compat use.
+    the one that predict, serve and compat use. match_prior first moves each class's logit so that
+    it is the answer for its share of the training data on the validation images (match_prior).
     """
     formats = select_formats(tflite, quantize)
     model_path = find_model(run, runs_dir)
     run_dir = run_of_model(model_path)
     out = Path(out) if out is not None else default_out(model_path, run_dir)
     check_out(out, force)  # before anything is loaded, made or moved
-    needs_data = verify or calibrate or any(f.calibrated for f in formats)
+    needs_data = verify or calibrate or match_prior or any(f.calibrated for f in formats)
     # A model of an export folder (the shipped ones) re-exports with its run's data and split,
     # as its metadata.json records them.
     # Its data is read only when needed: a copied export folder may sit far from it.
@@ -314,9 +316,9 @@ def export(run: str | os.PathLike | None = None, out: str | os.PathLike | None =
                                                 seed=options.get("seed", 0))
     keras_probs = KerasRunner(model_path, model)(val_split.images) if measure else None
     calibration_record = None
-    if calibrate:
-        calibration_record = calibrate_temperature(
-            model, val_split, tta_method(DEFAULT_TTA if calibrate is True else calibrate), echo)
+    if calibrate or match_prior:
+        tta = tta_method(calibrate if isinstance(calibrate, str) else DEFAULT_TTA)
+        calibration_record = calibrate_model(model, train_split, val_split, tta, calibrate, match_prior, echo)
         keras_probs = KerasRunner(model_path, model)(val_split.images)  # the model every file holds
 
     out.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,35 @@ def fit_temperature(labels: np.ndarray, views: np.ndarray | Sequence[np.ndarray]
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
 
 
+def answer_shares(probs: np.ndarray) -> np.ndarray:
+    """Each class's share of the answers (top classes) of these probabilities."""
+    probs = np.asarray(probs)
+    return np.bincount(probs.argmax(axis=1), minlength=probs.shape[1]) / len(probs)
+
+
+def fit_prior_bias(views: np.ndarray | Sequence[np.ndarray], prior: np.ndarray,
+                   steps: int = 400) -> np.ndarray:
+    """Per-class logit offsets under which each class is the answer for its prior share of these
+    images: label-free, a model's answers moved to the class shares it was trained on. views: each
+    TTA view's probabilities (one array is one view), answered as their mean once shifted.
+
+    Each step moves every class's offset by log(prior / its share of the answers), in steps that
+    shrink; the offsets whose shares came closest to the prior (total absolute difference) win.
+    """
+    views = [views] if isinstance(views, np.ndarray) and views.ndim == 2 else list(views)
+    prior = np.asarray(prior, np.float64)
+    floor = 0.5 / len(views[0])  # a class answered for no image counts as half of one
+    bias, best, best_gap = np.zeros(len(prior)), np.zeros(len(prior)), np.inf
+    for step in range(steps):
+        shares = answer_shares(np.mean([rescale(view, shift=bias) for view in views], axis=0))
+        gap = float(np.abs(shares - prior).sum())
+        if gap < best_gap:
+            best, best_gap = bias.copy(), gap
+        bias += 0.5 / (1 + step / 50) * (np.log(prior) - np.log(np.maximum(shares, floor)))
+        bias -= bias.mean()  # offsets are defined up to a constant
+    return best
+
+
 def compute_metrics(labels: np.ndarray, probs: np.ndarray,
                     class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
     """Accuracy and balanced accuracy, per-class precision/recall/F1, the worst class, calibration

@@ -255,9 +255,14 @@ def fold_logit_adjustment(model: keras.Model, tau: float, prior: np.ndarray) -> 
     if prior.shape != (NUM_CLASSES,) or (prior <= 0).any():
         raise FerkerasError(f"logit adjustment needs a prior share above 0 for each of the {NUM_CLASSES} "
                             f"classes, got {np.round(prior, 4).tolist()}")
+    fold_class_bias(model, -tau * np.log(prior))
+
+
+def fold_class_bias(model: keras.Model, offsets: np.ndarray) -> None:
+    """Add a per-class offset to the model's logits, in the last layer's bias, in place."""
     last = softmax_layer(model)
     kernel, bias = last.get_weights()
-    last.set_weights([kernel, (bias - tau * np.log(prior)).astype(bias.dtype)])
+    last.set_weights([kernel, (bias + np.asarray(offsets)).astype(bias.dtype)])
 
 
 def softmax_layer(model: keras.Model) -> layers.Dense:

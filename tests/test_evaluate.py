@@ -10,7 +10,15 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision
 
 from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import confusion_csv, load_source, predict
-from ferkeras.metrics import compute_metrics, fit_temperature, most_confused_pairs, rescale, row_normalize
+from ferkeras.metrics import (
+    answer_shares,
+    compute_metrics,
+    fit_prior_bias,
+    fit_temperature,
+    most_confused_pairs,
+    rescale,
+    row_normalize,
+)
 from ferkeras.spec import CLASS_NAMES
 
 
@@ -109,6 +117,30 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_probabilities():
     shift = np.log(np.arange(1, 8))
     shifted = np.exp(logits + shift) / np.exp(logits + shift).sum(1, keepdims=True)
     np.testing.assert_allclose(rescale(true, 1.0, shift), shifted, atol=1e-9)
+
+
+def test_fit_prior_bias_answers_each_class_for_its_share_of_the_data():
+    """A model that answers the frequent classes too often (logits pushed toward them): the fitted
+    offsets, label-free, bring every class's share of the answers to the prior, and undo the push."""
+    rng = np.random.default_rng(0)
+    prior = np.array([0.14, 0.015, 0.14, 0.25, 0.17, 0.11, 0.175])
+    prior /= prior.sum()
+    labels = rng.choice(7, size=4000, p=prior)
+    logits = rng.normal(0, 1, (4000, 7)) + 2.5 * np.eye(7)[labels]
+    push = np.array([0.0, -1.5, -0.8, 0.4, 0.5, 0.0, 0.6])  # disgust and fear answered too rarely
+    probs = np.exp(logits + push) / np.exp(logits + push).sum(1, keepdims=True)
+    assert answer_shares(probs)[1] < prior[1] / 2
+    offsets = fit_prior_bias(probs, prior)
+    matched = answer_shares(rescale(probs, shift=offsets))
+    np.testing.assert_allclose(matched, prior, atol=0.005)
+    assert offsets.sum() == pytest.approx(0, abs=1e-9)
+    assert set(np.argsort(offsets)[-2:]) == {1, 2}  # disgust and fear raised most, as pushed down
+    pushed, matched_answers = probs.argmax(1), rescale(probs, shift=offsets).argmax(1)
+    assert balanced_accuracy_score(labels, matched_answers) > balanced_accuracy_score(labels, pushed) + 0.03
+    # answers already in the prior's shares are left as they are
+    fair = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert np.abs(answer_shares(rescale(fair, shift=fit_prior_bias(fair, answer_shares(fair))))
+                  - answer_shares(fair)).sum() == 0
 
 
 def test_most_confused_pairs_rank_by_rate_and_skip_empty_rows():

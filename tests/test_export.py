@@ -420,6 +420,44 @@ def test_calibrate_folds_the_fitted_temperature_into_the_files(exported_syntheti
                                        "with --tta flip") for line in lines), lines
 
 
+def test_match_prior_folds_offsets_that_answer_each_class_for_its_share_of_train(
+        exported_synthetic_run, trained_synthetic_run, validation, tmp_path):
+    """export --match-prior --calibrate: label-free offsets moved each class's share of the val
+    images' answers (flip) to its share of train, then a temperature was fitted on the moved model;
+    every file answers softmax((logits + offsets) / T)."""
+    from ferkeras.metrics import answer_shares, rescale
+
+    val, before = validation
+    train, _ = run_splits(trained_synthetic_run)
+    out, lines = tmp_path / "exp", []
+    result = export(exported_synthetic_run / "model.keras", out, quantize=["none"], calibrate=True,
+                    match_prior=True, echo=lines.append)
+    assert result.passed, result.failures
+    record = json.loads((out / "metadata.json").read_text())["calibration"]
+    matched, temperature = record["matched_prior"], record["temperature"]
+    prior = np.bincount(train.labels, minlength=7) / len(train)
+    np.testing.assert_allclose(list(matched["prior"].values()), prior, atol=1e-4)
+    assert matched["tta"] == record["tta"] == "flip" and matched["images"] == len(val)
+    offsets = np.array(list(matched["offsets"].values()))
+    expected = rescale(before, temperature, shift=offsets / temperature)
+    for runner in (KerasRunner(out / "model.keras"), TFLiteRunner(out / "model_float32.tflite")):
+        np.testing.assert_allclose(runner(val.images), expected, atol=1e-3)
+        shares = answer_shares(runner.predict(val.images, "flip"))
+        np.testing.assert_allclose(shares, list(matched["answered_after"].values()), atol=2 / len(val))
+    answered_before = np.array(list(matched["answered_before"].values()))
+    assert np.abs(shares - prior).sum() <= np.abs(answered_before - prior).sum()
+    assert any(line.strip().startswith("answers matched to the training data's class shares on 750 val")
+               for line in lines), lines
+
+
+@pytest.mark.parametrize("flags, match_prior", [([], False), (["--match-prior"], True)])
+def test_match_prior_flag_reaches_export(flags, match_prior, monkeypatch):
+    called = {}
+    monkeypatch.setattr(exporting, "export", lambda *args, **kwargs: called.update(kwargs))
+    CliRunner().invoke(cli, ["export", "somerun", "--calibrate", *flags])
+    assert called["match_prior"] is match_prior
+
+
 @pytest.mark.parametrize("flags, calibrate", [([], False), (["--calibrate"], "flip"),
                                               (["--calibrate", "none"], "none"),
                                               (["--calibrate", "shifts"], "shifts")])
