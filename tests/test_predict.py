@@ -80,10 +80,14 @@ def test_a_picture_without_a_face_says_so(exported_synthetic_run, no_face_png):
     assert "no face found" in format_table([result])
 
 
-def test_a_48x48_crop_is_classified_as_it_is(exported_synthetic_run, val_faces, tmp_path):
+def test_a_48x48_crop_is_classified_whole(exported_synthetic_run, val_faces, tmp_path):
+    """Without detection; read as it is only here (reframe=False: its landmark view is tested on
+    real faces below)."""
+    from ferkeras.predict import FaceRecognizer
+
     Image.fromarray(val_faces[0]).save(tmp_path / "face.png")
     model = exported_synthetic_run / "model_float32.tflite"
-    [result] = predict([tmp_path / "face.png"], model=model)
+    [result] = predict([tmp_path / "face.png"], model=FaceRecognizer(model, reframe=False))
     assert result.crop and len(result.faces) == 1 and result.faces[0].box == (0, 0, 48, 48)
     # predict's default TTA (flip): the mean of the face's and its mirror's probabilities
     runner = TFLiteRunner(model)
