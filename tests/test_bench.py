@@ -116,7 +116,7 @@ def test_pipeline_bench_reads_photos_as_predict_does(fer2013_dir):
     recognizer = FaceRecognizer("shipped", tta="flip")
     faces, labels = test.images[chosen], test.labels[chosen]
     found = [recognizer.find(np.repeat(face[..., None], 3, axis=2), detect=None) for face in faces]
-    assert sum(f.views is not None for f in found) > 0.9 * len(found)
+    assert sum(f.views is not None for f in found) > 0.8 * len(found)  # 65 of these 70 here
     crop, as_is = results["crop"]["shipped"], results["crop, as is"]["shipped"]
     assert crop["found"] == as_is["found"] == 1
     assert crop["accuracy"] == np.mean(recognizer.classify_found(found).argmax(1) == labels)
