@@ -20,13 +20,8 @@ from ferkeras.media.detect import DETECTORS
 from ferkeras.predict import DEFAULT_DETECTOR, DEFAULT_TTA
 from ferkeras.report import FORMATS, ReportSettings
 from ferkeras.runners import TTA_METHODS
-from ferkeras.serve import (
-    DEFAULT_HOST,
-    DEFAULT_MAX_LATENCY,
-    DEFAULT_MAX_UPLOAD_MB,
-    DEFAULT_PORT,
-    DEFAULT_QUEUE,
-)
+from ferkeras.serve import DEFAULT_HOST, DEFAULT_PORT
+from ferkeras.service import DEFAULT_MAX_LATENCY, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE
 from ferkeras.video import DEFAULT_SCAN_EVERY, DEFAULT_SMOOTH
 from ferkeras.viz import (
     ALL_FILTERS,

@@ -330,7 +330,8 @@ def test_one_face_has_one_json_shape_in_images_video_and_the_api(photo, monkeypa
     pytest.importorskip("fastapi", reason="ferkeras[serve] not installed")
     from fastapi.testclient import TestClient
 
-    from ferkeras.serve import ServeSettings, Service, create_app
+    from ferkeras.serve import create_app
+    from ferkeras.service import ServeSettings, Service
 
     with TestClient(create_app(ServeSettings(model="shipped"), Service([recognizer], recognizer))) as client:
         answer = client.post("/api/predict", content=open(GRACE_HOPPER, "rb").read(),

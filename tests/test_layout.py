@@ -36,7 +36,7 @@ LAYERS = [
     "ferkeras.report.tex", "ferkeras.report.document", "ferkeras.report.sections",
     "ferkeras.report.build", "ferkeras.report",
     # applications
-    "ferkeras.predict", "ferkeras.video", "ferkeras.compat", "ferkeras.serve",
+    "ferkeras.predict", "ferkeras.video", "ferkeras.compat", "ferkeras.service", "ferkeras.serve",
 ]
 
 

@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from ferkeras.media.detect import Detector, HaarDetector  # noqa: E402
 from ferkeras.predict import FaceRecognizer  # noqa: E402
 from ferkeras.runners import load_runner  # noqa: E402
-from ferkeras.serve import ServeSettings, Service, create_app  # noqa: E402
+from ferkeras.serve import create_app  # noqa: E402
+from ferkeras.service import ServeSettings, Service  # noqa: E402
 
 GRACE_HOPPER = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
 
@@ -309,7 +310,7 @@ def test_a_real_flood_gets_answers_or_503s_never_a_wrong_answer(distinct_photos)
 def test_a_request_expected_to_take_over_max_latency_is_refused_at_once():
     import time
 
-    from ferkeras.serve import Lane, ServerBusy
+    from ferkeras.service import Lane, ServerBusy
 
     lane = Lane("test", [FaceRecognizer(load_runner("shipped", threads=1))], waiting=10, max_latency=1.0)
     lane.submit(lambda recognizer: time.sleep(0.4)).result()  # a job's measured time: 0.4 s
