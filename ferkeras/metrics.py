@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ferkeras.errors import FerkerasError
 from ferkeras.spec import CLASS_NAMES
 
 CONFUSED_PAIRS = 3  # pairs named in the generated analysis
@@ -87,6 +88,10 @@ def fit_prior_bias(views: np.ndarray | Sequence[np.ndarray], prior: np.ndarray,
     """
     views = [views] if isinstance(views, np.ndarray) and views.ndim == 2 else list(views)
     prior = np.asarray(prior, np.float64)
+    if (prior <= 0).any():
+        missing = ", ".join(name for name, share in zip(CLASS_NAMES, prior, strict=True) if share <= 0)
+        raise FerkerasError(f"--match-prior: the training data has no images of {missing}, "
+                            "so no share to answer it for")
     floor = 0.5 / len(views[0])  # a class answered for no image counts as half of one
     bias, best, best_gap = np.zeros(len(prior)), np.zeros(len(prior)), np.inf
     for step in range(steps):

@@ -137,6 +137,8 @@ def test_fit_prior_bias_answers_each_class_for_its_share_of_the_data():
     assert set(np.argsort(offsets)[-2:]) == {1, 2}  # disgust and fear raised most, as pushed down
     pushed, matched_answers = probs.argmax(1), rescale(probs, shift=offsets).argmax(1)
     assert balanced_accuracy_score(labels, matched_answers) > balanced_accuracy_score(labels, pushed) + 0.03
+    with pytest.raises(FerkerasError, match="no images of disgust"):
+        fit_prior_bias(probs, np.array([0.2, 0, 0.2, 0.2, 0.2, 0.1, 0.1]))
     # answers already in the prior's shares are left as they are
     fair = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     assert np.abs(answer_shares(rescale(fair, shift=fit_prior_bias(fair, answer_shares(fair))))
