@@ -26,6 +26,7 @@ hold, for the photos from other data sets that the project is judged on.
 """
 
 import argparse
+import dataclasses
 import io
 import sys
 import time
@@ -195,17 +196,15 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
                                            result.crops[largest:largest + 1], result.whole_image, views))
                 found[i] = True
         # A 48x48 crop's second view (FaceRecognizer.reframe) beside the crop read as it is only.
-        readings = {condition: "classify_found"}
+        readings = {condition: answered}
         if any(a.views is not None for a in answered):
-            readings[f"{condition}, as is"] = "classify"
-        for name_of_reading, method in readings.items():
-            results[name_of_reading] = {}
+            readings[f"{condition}, as is"] = [dataclasses.replace(a, views=None) for a in answered]
+        for reading, read in readings.items():
+            results[reading] = {}
             for name, recognizer in recognizers.items():
                 probs = np.zeros((len(faces), len(recognizer.labels)))
-                if answered:
-                    probs[found] = (recognizer.classify_found(answered) if method == "classify_found"
-                                    else recognizer.classify(np.concatenate([a.crops for a in answered])))
-                results[name_of_reading][name] = answers(labels, probs, found)
+                probs[found] = recognizer.classify_found(read)
+                results[reading][name] = answers(labels, probs, found)
         print(f"  {condition}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return results
 

@@ -77,7 +77,7 @@ def calibrate_model(model: keras.Model, train: Split, val: Split, tta: str | Non
     """As asked, match_prior (to the class shares of train) and then calibrate_temperature (temperature
     truthy: True or a TTA method's name): the temperature's record, with the prior's under
     "matched_prior"."""
-    matched = (match_prior(model, val, np.bincount(train.labels, minlength=len(CLASS_NAMES)) / len(train),
-                           tta, echo) if prior else None)
+    shares = np.asarray(train.class_counts()) / len(train)
+    matched = match_prior(model, val, shares, tta, echo) if prior else None
     record = calibrate_temperature(model, val, tta, echo) if temperature else {}
     return record | ({"matched_prior": matched} if matched else {})
