@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from ferkeras import data  # noqa: E402
+from ferkeras.data import folders  # noqa: E402
 
 FER2013 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fer2013"
 
@@ -63,7 +64,7 @@ def main() -> None:
     best = {1: float("inf"), cores: float("inf")}
     for _ in range(args.repeats):
         for threads in best:
-            best[threads] = min(best[threads], timed(data._decode_images, paths, threads)[0])
+            best[threads] = min(best[threads], timed(folders._decode_images, paths, threads)[0])
     print(f"decode {len(paths):,} images, 1 thread:  {best[1]:7.2f} s "
           f"({best[1] / len(paths) * 1e6:.0f} us/image)")
     if cores > 1:

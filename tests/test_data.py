@@ -13,7 +13,7 @@ from PIL import Image
 
 import ferkeras
 from ferkeras import data
-from ferkeras.data import Dataset, Split, load_dataset, train_val_splits
+from ferkeras.data import Dataset, Split, cache, csvfile, folders, load_dataset, train_val_splits
 from ferkeras.errors import FerkerasError
 from ferkeras.spec import CLASS_NAMES
 
@@ -147,20 +147,33 @@ def test_folder_of_class_folders_is_one_train_split(tmp_path):
     assert_split(dataset.splits["train"], TRAIN_IMAGES, TRAIN_LABELS)
     paths, labels = data.split_files(faces)  # the files in the loader's order
     np.testing.assert_array_equal(labels, TRAIN_LABELS)
-    np.testing.assert_array_equal(data._decode_images([str(p) for p in paths]), TRAIN_IMAGES)
+    np.testing.assert_array_equal(folders._decode_images([str(p) for p in paths]), TRAIN_IMAGES)
+
+
+def test_folder_images_keep_their_files_through_the_cache_and_splits(tmp_path, private_cache):
+    faces = write_folders(tmp_path / "data") / "train"
+    paths, _ = data.split_files(faces)
+    decoded, cached = load_dataset(faces), load_dataset(faces)
+    assert len(list(private_cache.glob("*.npz"))) == 1  # the second load came from the cache
+    for dataset in (decoded, cached):
+        np.testing.assert_array_equal(dataset.splits["train"].files, [str(p) for p in paths])
+    for split in train_val_splits(cached, "0.5"):  # a held-out part keeps each image's own file
+        assert len(split.files) == len(split) < len(paths)
+        np.testing.assert_array_equal(folders._decode_images(list(split.files)), split.images)
+    assert load_dataset(write_homework(tmp_path / "hw")).splits["train"].files is None
 
 
 def test_cache_of_a_folder_under_its_old_split_name_is_rebuilt(tmp_path, monkeypatch):
     faces = (write_folders(tmp_path / "data") / "train").rename(tmp_path / "my_faces")
     stamp: list = []
-    data._list_split(faces, faces, stamp)
+    folders._list_split(faces, faces, stamp)
     # what an earlier version cached: the one split named after the folder
-    data._write_cache(data._cache_file(faces.resolve(), stamp), "folders",
+    cache.write_cache(cache.cache_path(faces.resolve(), stamp), "folders",
                       {"my_faces": Split(TRAIN_IMAGES, TRAIN_LABELS)})
     dataset = load_dataset(faces)
     assert list(dataset.splits) == ["train"]
     assert_split(dataset.splits["train"], TRAIN_IMAGES, TRAIN_LABELS)
-    monkeypatch.setattr(data, "_decode_image", refuse)
+    monkeypatch.setattr(folders, "_decode_image", refuse)
     assert list(load_dataset(faces).splits) == ["train"]  # the rebuilt cache serves the next load
 
 
@@ -205,7 +218,7 @@ def test_split_files_lists_a_folder_split_in_the_loaders_order(tmp_path):
     train = load_dataset(root).splits["train"]
     assert all(p.parent.parent == root / "train" for p in paths)
     np.testing.assert_array_equal(labels, train.labels)
-    np.testing.assert_array_equal(data._decode_images([str(p) for p in paths]), train.images)
+    np.testing.assert_array_equal(folders._decode_images([str(p) for p in paths]), train.images)
 
 
 def test_empty_class_folder_is_an_error_that_skip_bad_passes_over(tmp_path):
@@ -221,8 +234,8 @@ def test_empty_class_folder_is_an_error_that_skip_bad_passes_over(tmp_path):
 def test_thread_pool_and_single_thread_decode_alike(tmp_path):
     root = write_folders(tmp_path / "data")
     paths = sorted(str(p) for p in root.rglob("*.png"))
-    np.testing.assert_array_equal(data._decode_images(paths, threads=1),
-                                  data._decode_images(paths, threads=2))
+    np.testing.assert_array_equal(folders._decode_images(paths, threads=1),
+                                  folders._decode_images(paths, threads=2))
 
 
 # ---- errors ----------------------------------------------------------------------------------
@@ -340,7 +353,7 @@ def test_second_folder_load_comes_from_cache(tmp_path, monkeypatch, private_cach
     root = write_folders(tmp_path / "data")
     first = load_dataset(root)
     assert len(list(private_cache.glob("*.npz"))) == 1
-    monkeypatch.setattr(data, "_decode_image", refuse)
+    monkeypatch.setattr(folders, "_decode_image", refuse)
     second = load_dataset(root)
     assert second.format == "folders" and list(second.splits) == list(first.splits)
     for name in first.splits:
@@ -350,7 +363,7 @@ def test_second_folder_load_comes_from_cache(tmp_path, monkeypatch, private_cach
 def test_second_csv_load_comes_from_cache(tmp_path, monkeypatch):
     folder = write_homework(tmp_path / "hw")
     load_dataset(folder)
-    monkeypatch.setattr(data, "_parse_csv", refuse)
+    monkeypatch.setattr(csvfile, "parse_csv", refuse)
     cached = load_dataset(folder)
     assert cached.format == "homework-csv"
     assert_split(cached.splits["test"], TEST_IMAGES, None)
@@ -534,7 +547,7 @@ def test_a_folder_of_real_class_folders_is_a_labeled_train_split(fer2013_dir, tm
     paths, labels = data.split_files(faces)
     assert [p.parent.name for p in paths] == [CLASS_NAMES[i] for i in labels]
     np.testing.assert_array_equal(labels, dataset.splits["train"].labels)
-    np.testing.assert_array_equal(data._decode_images([str(p) for p in paths]),
+    np.testing.assert_array_equal(folders._decode_images([str(p) for p in paths]),
                                   dataset.splits["train"].images)
     train, val = train_val_splits(dataset)  # as `ferkeras train --data my_faces/` splits it
     assert train.class_counts() == [6] * 7 and val.class_counts() == [2] * 7

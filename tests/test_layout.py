@@ -15,7 +15,8 @@ LAYERS = [
     # facts and I/O helpers
     "ferkeras.errors", "ferkeras.cpu", "ferkeras.spec", "ferkeras.fileio", "ferkeras.plotting",
     # what a run is, where runs are, what they trained on
-    "ferkeras.config", "ferkeras.synthetic", "ferkeras.data", "ferkeras.runs",
+    "ferkeras.config", "ferkeras.synthetic", "ferkeras.data.splits", "ferkeras.data.cache",
+    "ferkeras.data.csvfile", "ferkeras.data.folders", "ferkeras.data", "ferkeras.runs",
     # the model, and running any model file
     "ferkeras.model", "ferkeras.runners",
     # media: images, the face records, detectors, crops, drawing, frames, tracking
