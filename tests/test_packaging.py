@@ -86,6 +86,9 @@ def test_the_wheel_carries_every_shipped_file_as_it_is(wheel):
             assert member in names, member
             assert archive.read(member) == (EXPORTED / name).read_bytes(), member
     assert "ferkeras/cli/main.py" in names and not any(n.startswith(("cli/", "exported/")) for n in names)
+    # every subpackage of ferkeras/ (setup.py lists them by name)
+    packages = {p.relative_to(REPO).as_posix() for p in (REPO / "ferkeras").rglob("__init__.py")}
+    assert packages <= names, sorted(packages - names)
     # BlazeFace, the default detector: its two model files and their licence, as they are
     models = REPO / "ferkeras" / "media" / "models"
     with zipfile.ZipFile(wheel) as archive:
