@@ -146,22 +146,15 @@ def draw(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 def answers(labels: np.ndarray, probs: np.ndarray, found: np.ndarray) -> dict:
     """Figures of the answers: a frame with no face found is a wrong answer of no class."""
-    from sklearn.metrics import f1_score, recall_score
+    from ferkeras.metrics import compute_metrics
 
-    from ferkeras.metrics import calibration
-    from ferkeras.spec import CLASS_NAMES
-
-    predicted = np.where(found, probs.argmax(axis=1), -1)
-    classes = list(range(len(CLASS_NAMES)))
-    present = [c for c in classes if np.any(labels == c)]
-    recall = recall_score(labels, predicted, labels=present, average=None, zero_division=0)
-    worst = int(np.argmin(recall))
-    return {"found": float(found.mean()), "accuracy": float(np.mean(predicted == labels)),
-            "balanced": float(recall.mean()),
-            "worst": (CLASS_NAMES[present[worst]], float(recall[worst])),
-            "macro_f1": float(f1_score(labels, predicted, labels=present, average="macro", zero_division=0)),
-            "ece": calibration(labels[found], probs[found])["ece"] if found.any() else float("nan"),
-            "recall": dict(zip([CLASS_NAMES[c] for c in present], map(float, recall), strict=True))}
+    metrics = compute_metrics(labels, probs, answered=found)
+    present = {name: m["recall"] for name, m in metrics["per_class"].items() if m["support"]}
+    worst = metrics["worst_class"]
+    return {"found": float(np.mean(found)), "accuracy": metrics["accuracy"],
+            "balanced": metrics["balanced_accuracy"], "worst": (worst["name"], worst["recall"]),
+            "macro_f1": metrics["macro_f1"], "ece": metrics["ece"] if np.any(found) else float("nan"),
+            "recall": present}
 
 
 def run(models: list[str], data: str, split_name: str, n: int, detector: str, tta: str,
@@ -169,7 +162,7 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
     """Every model's figures under every condition: {condition: {model: answers(...)}}; framed
     False: without predict's second search in a border (Detector.framed), for a before/after."""
     from ferkeras.data import load_dataset
-    from ferkeras.predict import FaceRecognizer, FoundFaces, make_detector
+    from ferkeras.predict import FaceRecognizer, make_detector
 
     split = load_dataset(data).splits[split_name]
     chosen = draw(split.labels, n, seed)
@@ -189,11 +182,9 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
             # detect None: predict's rule, a 48x48 image classified whole (and as its landmarks
             # frame it), any other searched
             result = first.find(photo(face, condition, rng), detect=None, framed=framed)
-            if result.detections:
-                largest = int(np.argmax([d.box[2] * d.box[3] for d in result.detections]))  # the answer
-                views = None if result.views is None else result.views[largest:largest + 1]
-                answered.append(FoundFaces([result.detections[largest]],
-                                           result.crops[largest:largest + 1], result.whole_image, views))
+            largest = result.largest()  # the answer
+            if largest is not None:
+                answered.append(largest)
                 found[i] = True
         # A 48x48 crop's second view (FaceRecognizer.reframe) beside the crop read as it is only.
         readings = {condition: answered}

@@ -136,19 +136,41 @@ def source_options(command):
               "shifts of both (implies --tta)")
 @click.option("--skip-bad", is_flag=True,
               help=TrainConfig.__dataclass_fields__["skip_bad"].metadata["help"])
+@click.option("--pipeline", is_flag=True, help="read each image as predict does: the largest face "
+              "found, cropped and classified (a 48x48 image is a crop); no face counts wrong; "
+              "always with predict's flip TTA beside one view")
+@click.option("--detector", type=click.Choice(DETECTORS), help=f"with --pipeline: predict's face "
+              f"detector (default {DEFAULT_DETECTOR})")
+@click.option("--no-align", is_flag=True, help="with --pipeline: as predict --no-align")
+@click.option("--no-reframe", is_flag=True, help="with --pipeline: as predict --no-reframe")
 def evaluate(run: str | None, data: str | None, split: str | None, out: str | None, runs_dir: str,
-             tta: bool, tta_shifts: bool, skip_bad: bool) -> None:
+             tta: bool, tta_shifts: bool, skip_bad: bool, pipeline: bool, detector: str | None,
+             no_align: bool, no_reframe: bool) -> None:
     """Accuracy, per-class F1, confusion matrix.
 
     Of RUN (a run name or folder, or a .keras file; default: the latest run), on its validation
-    data, with the best and worst classes and the most confused pairs in words.
+    data, with the best and worst classes and the most confused pairs in words. With --pipeline,
+    of what predict answers for each image (RUN also a shipped name or model file as predict's
+    --model; default: the latest run, else ensemble).
     """
-    with quiet_tensorflow_startup():
-        from ferkeras import evaluate as evaluation
-
     tta_method = "shifts" if tta_shifts else "flip" if tta else None
-    evaluation.evaluate(run, data=data, split=split, tta=tta_method, out=out, runs_dir=runs_dir,
-                        echo=click.echo, skip_bad=skip_bad)
+    if not pipeline:
+        given = [flag for flag, value in (("--detector", detector), ("--no-align", no_align),
+                                          ("--no-reframe", no_reframe)) if value]
+        if given:
+            raise click.UsageError(f"{given[0]}: only with --pipeline (predict's reading of each image)")
+        with quiet_tensorflow_startup():
+            from ferkeras import evaluate as evaluation
+
+        evaluation.evaluate(run, data=data, split=split, tta=tta_method, out=out, runs_dir=runs_dir,
+                            echo=click.echo, skip_bad=skip_bad)
+        return
+    with quiet_tensorflow_startup():
+        from ferkeras.pipeline_eval import evaluate_pipeline
+
+    evaluate_pipeline(run, data=data, split=split, tta=tta_method, out=out, runs_dir=runs_dir,
+                      echo=click.echo, skip_bad=skip_bad, detector=detector or DEFAULT_DETECTOR,
+                      align=not no_align, reframe=not no_reframe)
 
 
 @cli.group()

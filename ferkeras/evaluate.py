@@ -36,7 +36,7 @@ from ferkeras.runs import (
     run_of_model,
     split_as_run,
 )
-from ferkeras.spec import CLASS_NAMES
+from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -229,8 +229,23 @@ def evaluate(run: str | os.PathLike | None = None, data: str | None = None, spli
     if source.skip_report:
         echo(source.skip_report)
     echo(f"Evaluating {source.describe()}")
+    photos = 0 if source.split.files is None else count_not_crops(source.split.files)
+    if photos:
+        echo(f"{photos:,} of the images are not 48x48 face crops: each was shrunk whole to 48x48 "
+             "(--pipeline reads them as predict does, finding the face first)")
     return evaluate_source(load_model(source.model_path), source, method,
                            Path(out) if out is not None else source.out_dir, echo)
+
+
+def count_not_crops(files: Sequence[str]) -> int:
+    """How many image files are not 48x48 (their headers' sizes): photos rather than face crops."""
+    from PIL import Image
+
+    def size(file: str) -> tuple[int, int]:
+        with Image.open(file) as image:
+            return image.size
+
+    return sum(size(file) != (IMAGE_SIZE, IMAGE_SIZE) for file in files)
 
 
 def evaluate_source(model, source: Source, tta: str | None, out_dir: str | os.PathLike,
@@ -245,31 +260,40 @@ def evaluate_source(model, source: Source, tta: str | None, out_dir: str | os.Pa
         tta_metrics = compute_metrics(labels, predict(model, source.split.images, tta=tta))
         result["tta"] = {"name": tta, "method": TTA_METHODS[tta], **tta_metrics}
 
+    paths = write_evaluation(result, out_dir, str(source.model_path), echo)
+    result["files"] = paths
+    return result
+
+
+def write_evaluation(result: dict, out_dir: str | os.PathLike, model: str, echo: Echo = print) -> list[str]:
+    """Write an evaluation's metrics_<split>.json, confusion CSVs and figures (with "tta": theirs
+    too) into out_dir, named by result["split"]; print the report; return the files written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"confusion_matrix_{source.split_name}"
-    paths = [out_dir / f"metrics_{source.split_name}.json"]
+    split_name = result["split"]
+    stem = f"confusion_matrix_{split_name}"
+    paths = [out_dir / f"metrics_{split_name}.json"]
     write_json_atomic(paths[0], result)
-    for suffix, found in [("", metrics)] + ([("_tta", result["tta"])] if tta else []):
+    for suffix, found in [("", result)] + ([("_tta", result["tta"])] if "tta" in result else []):
         counts = np.array(found["confusion_matrix"])
         csv_counts = out_dir / f"{stem}{suffix}.csv"
         csv_normalized = out_dir / f"{stem}{suffix}_normalized.csv"
         write_text_atomic(csv_counts, confusion_csv(counts))
         write_text_atomic(csv_normalized, confusion_csv(row_normalize(counts)))
-        title = (f"{source.model_path}, {source.split_name} "
-                 f"split{f' with {tta} TTA' if suffix else ''}: accuracy {found['accuracy']:.4f}")
+        title = (f"{model}, {split_name} split"
+                 f"{' with ' + result['tta']['name'] + ' TTA' if suffix else ''}: "
+                 f"accuracy {found['accuracy']:.4f}")
         png = save_figure(confusion_figure(counts, row_normalize(counts), title=title),
                           out_dir / f"{stem}{suffix}.png")
         reliability = save_figure(
             reliability_figure(found["calibration_bins"],
                                title=f"{title}\nexpected calibration error {found['ece']:.4f}"),
-            out_dir / f"reliability_{source.split_name}{suffix}.png")
+            out_dir / f"reliability_{split_name}{suffix}.png")
         paths += [csv_counts, csv_normalized, png, reliability]
 
     echo(format_report(result))
     echo("Wrote:\n" + "\n".join(f"  {p}" for p in paths))
-    result["files"] = [str(p) for p in paths]
-    return result
+    return [str(p) for p in paths]
 
 
 def format_report(result: dict) -> str:

@@ -105,13 +105,18 @@ def fit_prior_bias(views: np.ndarray | Sequence[np.ndarray], prior: np.ndarray,
 
 
 def compute_metrics(labels: np.ndarray, probs: np.ndarray,
-                    class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
+                    class_names: tuple[str, ...] = CLASS_NAMES, answered: np.ndarray | None = None) -> dict:
     """Accuracy and balanced accuracy, per-class precision/recall/F1, the worst class, calibration
-    (ECE, NLL), confusion matrix (counts and row-normalised), analysis."""
+    (ECE, NLL), confusion matrix (counts and row-normalised), analysis.
+
+    answered: which images got an answer (a photo where no face was found gets none); each other
+    one is a wrong answer of no class, left out of the matrix, the precisions and calibration.
+    """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = np.asarray(labels)
-    predicted = np.asarray(probs).argmax(axis=1)
+    answered = np.ones(len(labels), bool) if answered is None else np.asarray(answered, bool)
+    predicted = np.where(answered, np.asarray(probs).argmax(axis=1), -1)
     classes = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0)
@@ -122,9 +127,10 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray,
                  for i, name in enumerate(class_names)}
     present = support > 0
     worst = min(np.flatnonzero(present), key=lambda i: recall[i])
-    reliability = calibration(labels, probs)
+    reliability = calibration(labels[answered], np.asarray(probs)[answered])
     metrics = {
         "images": int(len(labels)),
+        "unanswered": int(len(labels) - answered.sum()),
         "accuracy": float((predicted == labels).mean()),
         # The mean of the recalls of the classes present: what a user whose faces show every
         # expression equally often would measure.
@@ -186,6 +192,9 @@ def analysis_text(metrics: dict) -> str:
              f"Balanced accuracy (the mean recall) {metrics['balanced_accuracy']:.4f}; calibration: "
              f"expected calibration error {metrics['ece']:.4f} over {CALIBRATION_BINS} bins, "
              f"negative log-likelihood {metrics['nll']:.4f}."]
+    if metrics.get("unanswered"):
+        lines.insert(1, f"No answer for {metrics['unanswered']:,} of the {metrics['images']:,} images "
+                        "(no face found), each counted wrong; calibration is over the others.")
     if by_recall:
         best, worst = by_recall[0], by_recall[-1]
         lines.append(f"Best recognised: {best} (recall {per_class[best]['recall']:.2f}, "

@@ -98,6 +98,14 @@ class FoundFaces:
     # averaged with it; None where there is no such view (FaceRecognizer.reframe).
     views: np.ndarray | None = None
 
+    def largest(self) -> FoundFaces | None:
+        """The largest face alone (the image's answer where one label is wanted); None for none."""
+        if not self.detections:
+            return None
+        i = int(np.argmax([d.box[2] * d.box[3] for d in self.detections]))
+        views = None if self.views is None else self.views[i:i + 1]
+        return FoundFaces([self.detections[i]], self.crops[i:i + 1], self.whole_image, views)
+
 
 class FaceRecognizer:
     """Faces and their expressions in images: detector -> 48x48 crops -> model (with TTA).
@@ -164,19 +172,20 @@ class FaceRecognizer:
         # levelling cost the view 1.9 points of balanced accuracy on PublicTest (bench/README).
         return crop_landmarks(large, largest.landmarks, align=False)
 
-    def classify(self, crops: np.ndarray) -> np.ndarray:
-        """Probabilities (N, 7) of 48x48 face crops, with the recognizer's TTA."""
-        return self.runner.predict(crops, self.tta)
+    def classify(self, crops: np.ndarray, tta: str | None = None) -> np.ndarray:
+        """Probabilities (N, 7) of 48x48 face crops, with the recognizer's TTA (or this one)."""
+        return self.runner.predict(crops, tta or self.tta)
 
-    def classify_found(self, found: Sequence[FoundFaces]) -> np.ndarray:
+    def classify_found(self, found: Sequence[FoundFaces], tta: str | None = None) -> np.ndarray:
         """Probabilities (N, 7) of every face of these images, in order, in one model call: each
-        face's crop, averaged with its second view where it has one (FoundFaces.views)."""
+        face's crop, averaged with its second view where it has one (FoundFaces.views); tta: the
+        recognizer's, unless given."""
         crops = [f.crops for f in found]
         views = [f.views for f in found if f.views is not None]
         n_crops = sum(len(c) for c in crops)
         if not n_crops:
             return np.zeros((0, len(self.labels)), np.float32)
-        probabilities = self.classify(np.concatenate(crops + views))
+        probabilities = self.classify(np.concatenate(crops + views), tta)
         second = iter(np.split(probabilities[n_crops:], np.cumsum([len(v) for v in views])))
         faces, start = [], 0
         for one in found:

@@ -12,6 +12,7 @@ from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import confusion_csv, load_source, predict
 from ferkeras.metrics import (
     answer_shares,
+    calibration,
     compute_metrics,
     fit_prior_bias,
     fit_temperature,
@@ -47,6 +48,23 @@ def test_confusion_matrix_adds_up_and_matches_scikit_learn():
         assert (m["precision"], m["recall"], m["f1"], m["support"]) == pytest.approx(
             (precision[i], recall[i], f1[i], support[i]))
     assert metrics["accuracy"] == pytest.approx(np.trace(counts) / counts.sum())
+
+
+def test_an_image_without_an_answer_is_wrong_for_its_class_and_left_out_of_the_rest():
+    labels, probs = confused_predictions()
+    answered = np.ones(len(labels), bool)
+    answered[np.flatnonzero(labels == 3)[:50]] = False  # 50 happy photos with no face found
+    metrics, full = compute_metrics(labels, probs, answered=answered), compute_metrics(labels, probs)
+    right = (probs.argmax(1) == labels) & answered
+    assert metrics["unanswered"] == 50 and full["unanswered"] == 0
+    assert metrics["accuracy"] == pytest.approx(right.mean()) and right.mean() < full["accuracy"]
+    assert metrics["per_class"]["happy"]["recall"] == pytest.approx(right[labels == 3].mean())
+    assert metrics["per_class"]["happy"]["support"] == full["per_class"]["happy"]["support"]
+    for other in ("angry", "fear", "neutral"):  # other classes' recall stays (precision may not)
+        assert metrics["per_class"][other]["recall"] == full["per_class"][other]["recall"]
+    assert np.array(metrics["confusion_matrix"]).sum() == answered.sum()  # answers only
+    assert metrics["ece"] == pytest.approx(calibration(labels[answered], probs[answered])["ece"])
+    assert "No answer for 50 of the" in metrics["analysis"]
 
 
 def test_analysis_names_the_pair_the_matrix_says_is_most_confused():

@@ -37,7 +37,8 @@ LAYERS = [
     "ferkeras.report.tex", "ferkeras.report.document", "ferkeras.report.sections",
     "ferkeras.report.build", "ferkeras.report",
     # applications
-    "ferkeras.predict", "ferkeras.video", "ferkeras.compat", "ferkeras.service", "ferkeras.serve",
+    "ferkeras.predict", "ferkeras.pipeline_eval", "ferkeras.video", "ferkeras.compat", "ferkeras.service",
+    "ferkeras.serve",
 ]
 
 
