@@ -417,7 +417,7 @@ def face_crops(data: str, count: int, detectors: dict, runner) -> None:
                 found = found or detector.in_border(rgb, gray)  # predict's search: detector.framed
                 if found:
                     framed += 1
-                    largest = max(found, key=lambda d: d.box[2] * d.box[3])  # predict's answer
+                    largest = max(found, key=lambda d: d.area)  # predict's answer
                     answers[i] = runner.predict(crop_detection(gray, largest)[None]).argmax()
             cells.append(f"{alone / len(faces):.1%} / {framed / len(faces):.1%}, "
                          f"{np.mean(answers == labels):.4f}")

@@ -36,7 +36,7 @@ from ferkeras.runs import (
     run_of_model,
     split_as_run,
 )
-from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
+from ferkeras.spec import CLASS_NAMES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -68,14 +68,14 @@ class Source:
 
 def load_source(run: str | os.PathLike | None = None, data: str | None = None,
                 split: str | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
-                skip_bad: bool = False) -> Source:
+                skip_bad: bool = False, keep_faceless: bool = False) -> Source:
     """Resolve RUN (run name/folder, .keras file, or None = latest run) and the images to use.
 
     Without data/split this is the run's validation data, exactly as training split it; so is
     data when it is the run's own (however its path is spelled). Other data replaces the source
     (see other_data_split); split names a split ("val" = the run's validation data, "train",
     "test", ...). skip_bad passes over bad rows and images of data, as the run's own --skip-bad
-    does for its data.
+    does for its data; keep_faceless keeps photos with no face found (load_dataset).
     """
     model_path = find_model(run, runs_dir, shipped_fallback=data is not None)
     # A run's model.keras, or a .keras file inside a run folder (last.keras): the run's config.
@@ -97,7 +97,8 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
     if run_dir is not None and not same_data:
         # Results on other data go to a folder of their own, never over the run's own ones.
         out_dir = run_dir / "viz" / (Path(str(data)).name.replace(":", "_") or "data")
-    dataset = load_run_data(options, data, skip_bad or (same_data and options.get("skip_bad", False)))
+    dataset = load_run_data(options, data, skip_bad or (same_data and options.get("skip_bad", False)),
+                            keep_faceless)
     split_name = split or RUN_VALIDATION
     if split_name == RUN_VALIDATION:
         chosen = (split_as_run(dataset, options)[1] if same_data
@@ -229,23 +230,8 @@ def evaluate(run: str | os.PathLike | None = None, data: str | None = None, spli
     if source.skip_report:
         echo(source.skip_report)
     echo(f"Evaluating {source.describe()}")
-    photos = 0 if source.split.files is None else count_not_crops(source.split.files)
-    if photos:
-        echo(f"{photos:,} of the images are not 48x48 face crops: each was shrunk whole to 48x48 "
-             "(--pipeline reads them as predict does, finding the face first)")
     return evaluate_source(load_model(source.model_path), source, method,
                            Path(out) if out is not None else source.out_dir, echo)
-
-
-def count_not_crops(files: Sequence[str]) -> int:
-    """How many image files are not 48x48 (their headers' sizes): photos rather than face crops."""
-    from PIL import Image
-
-    def size(file: str) -> tuple[int, int]:
-        with Image.open(file) as image:
-            return image.size
-
-    return sum(size(file) != (IMAGE_SIZE, IMAGE_SIZE) for file in files)
 
 
 def evaluate_source(model, source: Source, tta: str | None, out_dir: str | os.PathLike,

@@ -101,7 +101,8 @@ def evaluate_pipeline(run: str | os.PathLike | None = None, data: str | None = N
     method = tta_method(tta) or DEFAULT_TTA
     if run is None and not has_runs(runs_dir):
         run = RECOGNITION_DEFAULT  # what predict reads with
-    source = load_source(run, data, split, runs_dir, skip_bad)
+    # a photo with no face found stays: it is read from its file, and answered with nothing
+    source = load_source(run, data, split, runs_dir, skip_bad, keep_faceless=True)
     if source.skip_report:
         echo(source.skip_report)
     recognizer = FaceRecognizer(run, detector, align, runs_dir=runs_dir, reframe=reframe)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -177,25 +178,50 @@ def test_cache_of_a_folder_under_its_old_split_name_is_rebuilt(tmp_path, monkeyp
     assert list(load_dataset(faces).splits) == ["train"]  # the rebuilt cache serves the next load
 
 
-def test_images_of_any_mode_and_size_become_48x48_gray(tmp_path):
+def test_48x48_images_of_any_mode_become_gray(tmp_path):
     folder = tmp_path / "faces" / "happy"
     folder.mkdir(parents=True)
     rgb = np.zeros((48, 48, 3), np.uint8) + np.array([200, 100, 50], np.uint8)
     Image.fromarray(rgb).save(folder / "a_rgb.png")
     Image.fromarray(np.dstack([rgb, np.full((48, 48), 128, np.uint8)])).save(folder / "b_rgba.png")
     Image.fromarray(np.full((48, 48), 40000, np.uint16)).save(folder / "c_16bit.png")
-    Image.fromarray(np.full((64, 64), 77, np.uint8)).save(folder / "d_64x64.png")
     Image.fromarray(np.full((48, 48), 90, np.uint8)).convert("P").save(folder / "e_palette.png")
-    Image.fromarray(np.full((200, 150, 3), 120, np.uint8)).save(folder / "f_big.jpg", quality=95)
+    Image.fromarray(np.full((48, 48, 3), 120, np.uint8)).save(folder / "f.jpg", quality=95)
     images = load_dataset(tmp_path / "faces").splits["train"].images
-    assert images.shape == (6, 48, 48) and images.dtype == np.uint8
+    assert images.shape == (5, 48, 48) and images.dtype == np.uint8
     expected_rgb = round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)
     assert abs(int(images[0].mean()) - expected_rgb) <= 1
     assert abs(int(images[1].mean()) - expected_rgb) <= 1
     assert images[2].min() == images[2].max() == round(40000 / 65535 * 255)  # scaled, not clipped
-    assert images[3].min() == images[3].max() == 77
-    assert images[4].min() == images[4].max() == 90
-    assert abs(float(images[5].mean()) - 120) <= 2
+    assert images[3].min() == images[3].max() == 90
+    assert abs(float(images[4].mean()) - 120) <= 2
+
+
+def test_a_photo_gives_its_face_as_predict_crops_it_and_a_faceless_one_is_named(tmp_path):
+    """A photo in a class folder is what `train --data my_photos/` reads: its largest face, cropped
+    as predict crops it, never the whole picture shrunk to 48x48."""
+    import matplotlib.cbook
+
+    from ferkeras.media.images import read_image
+    from ferkeras.predict import FaceRecognizer
+
+    grace = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    folder = tmp_path / "photos" / "happy"
+    folder.mkdir(parents=True)
+    shutil.copy(grace, folder / "grace.jpg")
+    Image.fromarray(np.full((150, 200), 77, np.uint8)).save(folder / "wall.png")
+    with pytest.raises(FerkerasError, match=r"wall.png: no face found in this 200x150 image"):
+        load_dataset(tmp_path / "photos")
+    dataset = load_dataset(tmp_path / "photos", skip_bad=True)
+    assert "wall.png: no face found" in dataset.skip_report()
+    (face,) = dataset.splits["train"].images
+    expected = FaceRecognizer("shipped").find(read_image(grace)).largest().crops[0]
+    np.testing.assert_array_equal(face, expected)
+    shrunk = np.asarray(Image.open(grace).convert("L").resize((48, 48)), np.float32)
+    assert np.abs(face - shrunk).mean() > 20  # not the whole photo
+    kept = load_dataset(tmp_path / "photos", keep_faceless=True).splits["train"]  # evaluate --pipeline's
+    assert [Path(f).name for f in kept.files] == ["grace.jpg", "wall.png"] and kept.images[1].max() == 0
+    np.testing.assert_array_equal(kept.images[0], face)
 
 
 def test_hidden_files_and_os_litter_are_ignored(tmp_path):

@@ -14,15 +14,16 @@ LAYERS = [
     "ferkeras",  # __version__ only
     # facts and I/O helpers
     "ferkeras.errors", "ferkeras.cpu", "ferkeras.spec", "ferkeras.fileio", "ferkeras.plotting",
+    # media (no model): images, the face records, detectors, crops, drawing, frames, tracking;
+    # photos in image folders are read through its detectors
+    "ferkeras.media.images", "ferkeras.media.faces", "ferkeras.media.detect", "ferkeras.media.mtcnn",
+    "ferkeras.media.blazeface", "ferkeras.media.crop",
+    "ferkeras.media.draw", "ferkeras.media.frames", "ferkeras.media.track", "ferkeras.media",
     # what a run is, where runs are, what they trained on
     "ferkeras.config", "ferkeras.synthetic", "ferkeras.data.splits", "ferkeras.data.cache",
     "ferkeras.data.csvfile", "ferkeras.data.folders", "ferkeras.data", "ferkeras.runs",
     # the model, and running any model file
     "ferkeras.model", "ferkeras.runners",
-    # media: images, the face records, detectors, crops, drawing, frames, tracking
-    "ferkeras.media.images", "ferkeras.media.faces", "ferkeras.media.detect", "ferkeras.media.mtcnn",
-    "ferkeras.media.blazeface", "ferkeras.media.crop",
-    "ferkeras.media.draw", "ferkeras.media.frames", "ferkeras.media.track", "ferkeras.media",
     # the gradient math, then the stages: train (and its multi-worker loop, teachers and
     # callbacks), evaluate (and its metrics), calibration, export
     "ferkeras.gradients", "ferkeras.distributed", "ferkeras.teaching", "ferkeras.callbacks",

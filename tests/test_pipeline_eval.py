@@ -67,10 +67,12 @@ def test_a_photo_with_no_face_is_a_wrong_answer_and_predict_answers_the_rest(tmp
               for n in CLASS_NAMES if any(r["true"] == n for r in rows.values())]
     assert result["tta"]["balanced_accuracy"] == pytest.approx(np.mean(recall))
     assert np.array(result["confusion_matrix"]).sum() == len(rows) - unanswered  # answers only
-    # evaluate itself shrinks each whole image to 48x48, and says so
-    lines = []
-    evaluate("shipped", data=str(photos), out=tmp_path / "plain", echo=lines.append)
-    assert any(line.startswith("7 of the images are not 48x48 face crops") for line in lines)
+    # evaluate itself reads the same faces, and stops at the photo with none (or passes over it)
+    with pytest.raises(FerkerasError, match="scene0.png: no face found"):
+        evaluate("shipped", data=str(photos), out=tmp_path / "plain", echo=lambda line: None)
+    plain = evaluate("shipped", data=str(photos), out=tmp_path / "plain", skip_bad=True,
+                     echo=lambda line: None)
+    assert plain["images"] == len(rows) - unanswered
 
 
 def test_on_48x48_crops_read_as_they_are_it_measures_what_evaluate_does(trained_synthetic_run, tmp_path):

@@ -14,7 +14,9 @@ from ferkeras.errors import FerkerasError
 from ferkeras.fileio import atomic_path
 from ferkeras.spec import IMAGE_SIZE
 
-_CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+# bump when decoding changes, so old caches are not reused (2: photos are read for their face,
+# where 1 shrank them whole)
+_CACHE_VERSION = 2
 
 
 def cache_dir() -> Path:

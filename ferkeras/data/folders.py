@@ -1,9 +1,11 @@
 """Kaggle-style image folders (split/class/*.jpg, or class/*.jpg: one split named train), each image
-decoded to a 48x48 gray face; the decoded arrays are cached (ferkeras.data.cache)."""
+decoded to a 48x48 gray face: a 48x48 image as it is, any other one's largest face found and cropped
+as predict crops a photo's; the decoded arrays are cached (ferkeras.data.cache)."""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,11 +20,17 @@ from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
 
 _IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}  # OS litter beside real data
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_detectors = threading.local()  # _face_of_photo's BlazeFace, one per decoding thread
 
 
-def load_folders(root: Path, skipped: list[str] | None) -> Dataset:
+class NoFace(FerkerasError):
+    """A photo (any image but a 48x48 crop) in which no face was found."""
+
+
+def load_folders(root: Path, skipped: list[str] | None, keep_faceless: bool = False) -> Dataset:
     """A folder of split folders of class folders (or of class folders: one split, train), each
-    split's images decoded (or read from the cache) with their files; skipped as in load_dataset."""
+    split's images decoded (or read from the cache) with their files; skipped and keep_faceless
+    as in load_dataset."""
     subdirs = _visible_subdirs(root)
     if any(name.lower() in CLASS_NAMES for name in subdirs):
         # root holds class folders: one split, named train (whatever the folder's name) so that
@@ -51,12 +59,19 @@ def load_folders(root: Path, skipped: list[str] | None) -> Dataset:
     all_paths = [path for name in ordered for path in files[name][0]]
     readable = np.ones(len(all_paths), dtype=bool)
 
+    faceless: list[int] = []
+
     def skip(index: int, error: FerkerasError) -> None:
+        if keep_faceless and isinstance(error, NoFace):
+            faceless.append(index)  # kept, black: its file is all its reader needs
+            return
+        if skipped is None:
+            raise error
         readable[index] = False
         skipped.append(str(error))
 
     # one decode pass over every split keeps the thread pool busy
-    all_images = _decode_images(all_paths, on_error=None if skipped is None else skip)
+    all_images = _decode_images(all_paths, on_error=skip if skipped is not None or keep_faceless else None)
     splits, start = {}, 0
     for name in ordered:
         paths, labels = files[name]
@@ -66,7 +81,7 @@ def load_folders(root: Path, skipped: list[str] | None) -> Dataset:
         splits[name] = Split(all_images[start:start + len(paths)][keep],
                              np.array(labels, dtype=np.int64)[keep], files=np.array(paths)[keep])
         start += len(paths)
-    if not skipped:  # a cache must never hide bad files from a load without skip_bad
+    if not skipped and not faceless:  # a cache must never hide bad files from a load without skip_bad
         write_cache(cache_file, "folders", splits)
     return Dataset(str(root), "folders", splits)
 
@@ -161,6 +176,8 @@ def _decode_images(paths: list[str], threads: int = 1,
 def _decode_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                return _face_of_photo(path, image.size)
             image.draft("L", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode gray at a reduced scale
             if image.mode in _SIXTEEN_BIT_MODES:
                 # convert("L") would clip 16-bit values at 255; scale 0..65535 to 0..255 instead
@@ -168,11 +185,28 @@ def _decode_image(path: str) -> np.ndarray:
                 image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
             elif image.mode != "L":
                 image = image.convert("L")
-            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
             return np.asarray(image, dtype=np.uint8)
     except UnidentifiedImageError:
         raise FerkerasError(f"{path}: not an image file (Pillow cannot identify it)") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise FerkerasError(f"{path}: corrupt or unreadable image: {exc}") from None
 
+
+
+def _face_of_photo(path: str, size: tuple[int, int]) -> np.ndarray:
+    """Any image but a 48x48 crop is a photo (or a face crop of another size): its largest face,
+    found and cropped as predict crops it (BlazeFace, eyes levelled), is what the model learns from
+    and is measured on, never the whole image shrunk."""
+    from ferkeras.media.blazeface import BlazeFaceDetector
+    from ferkeras.media.crop import largest_face_crop
+    from ferkeras.media.images import read_image, to_gray
+
+    detector = getattr(_detectors, "blazeface", None)
+    if detector is None:  # one per thread: a LiteRT interpreter serves one caller at a time
+        detector = _detectors.blazeface = BlazeFaceDetector(threads=1)
+    rgb = read_image(path)
+    crop = largest_face_crop(rgb, to_gray(rgb), detector)
+    if crop is None:
+        raise NoFace(f"{path}: no face found in this {size[0]}x{size[1]} image (an image that "
+                            "is not a 48x48 crop is read as predict reads a photo: its largest face)")
+    return crop

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ferkeras.media.detect import Detector
 from ferkeras.media.faces import Box, Detection
 from ferkeras.spec import IMAGE_SIZE
 
@@ -89,6 +90,14 @@ def crop_detection(gray: np.ndarray, detection: Detection, align: bool = True) -
     if detection.landmarks is None:
         return crop_face(gray, detection.box)
     return crop_landmarks(gray, detection.landmarks, align)
+
+
+def largest_face_crop(rgb: np.ndarray, gray: np.ndarray, detector: Detector,
+                      align: bool = True) -> np.ndarray | None:
+    """The 48x48 crop of the largest face the detector finds in an image (Detector.framed: a photo,
+    or a face crop of any size), framed as predict frames it; None where it finds none."""
+    found = detector.framed(rgb, gray)
+    return crop_detection(gray, max(found, key=lambda d: d.area), align) if found else None
 
 
 def is_face_crop(image: np.ndarray) -> bool:

@@ -31,6 +31,11 @@ class Detection:
     score: float = 1.0
     landmarks: np.ndarray | None = None
 
+    @property
+    def area(self) -> int:
+        """The box's area in pixels: the largest face is the one an image's answer is read from."""
+        return self.box[2] * self.box[3]
+
 
 @dataclass
 class Face:
