@@ -190,13 +190,12 @@ def test_history_figure_needs_a_finished_epoch():
 def test_saliency_of_a_photo_explains_its_face_as_predict_crops_it():
     import matplotlib.cbook
 
-    from ferkeras.media.crop import crop_face
-    from ferkeras.media.detect import detect_faces
-    from ferkeras.media.images import read_image, to_gray
+    from ferkeras.media.images import read_image
+    from ferkeras.predict import FaceRecognizer
 
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     images, labels = workflows.read_image_files([photo])
-    gray = to_gray(read_image(photo))
-    (box,) = detect_faces(gray)
-    assert labels is None and box[2] < gray.shape[1] / 2  # the face, not the whole photo
-    np.testing.assert_array_equal(images[0], crop_face(gray, box))
+    found = FaceRecognizer("shipped").find(read_image(photo))
+    (detection,) = found.detections
+    assert labels is None and detection.box[2] < 512 / 2  # the face, not the whole photo
+    np.testing.assert_array_equal(images[0], found.crops[0])

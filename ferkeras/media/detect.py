@@ -173,9 +173,3 @@ def _cascade(cascade_file: str | None):
     if cascade.empty():
         raise FerkerasError(f"{path}: not a Haar cascade (OpenCV cannot load it)")
     return cascade
-
-
-def detect_faces(gray: np.ndarray) -> list[Box]:
-    """Frontal faces in a gray uint8 image with the default Haar cascade, left to right."""
-    rgb = np.repeat(gray[:, :, None], 3, axis=2)
-    return [d.box for d in HaarDetector()(rgb, gray)]

@@ -74,21 +74,24 @@ def pick_images(labels: np.ndarray, n: int = SALIENCY_IMAGES, seed: int = 0,
 def read_image_files(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, np.ndarray | None]:
     """Image files as uint8 (N, 48, 48), with true labels when every file sits in a class folder.
 
-    A 48x48 image is a face crop as it is; in a larger photo the largest face that OpenCV's
-    detector finds is cropped, as `ferkeras predict` does, else the whole image is used.
+    A 48x48 image is a face crop as it is; in any other the largest face is found and cropped as
+    `ferkeras predict` crops it (BlazeFace, eyes levelled), else the whole image is used.
     """
-    from ferkeras.media.crop import crop_face, is_face_crop
-    from ferkeras.media.detect import detect_faces
+    from ferkeras.media.blazeface import BlazeFaceDetector
+    from ferkeras.media.crop import crop_face, is_face_crop, largest_face_crop
     from ferkeras.media.images import read_image, to_gray
 
-    faces = []
+    faces, detector = [], None
     for path in paths:
         if not Path(path).is_file():
             raise FerkerasError(f"--image {path}: no such file")
-        gray = to_gray(read_image(path))
-        boxes = [] if is_face_crop(gray) else detect_faces(gray)
-        box = max(boxes, key=lambda b: b[2] * b[3]) if boxes else (0, 0, gray.shape[1], gray.shape[0])
-        faces.append(crop_face(gray, box))
+        rgb = read_image(path)
+        gray = to_gray(rgb)
+        face = None
+        if not is_face_crop(gray):
+            detector = detector or BlazeFaceDetector()
+            face = largest_face_crop(rgb, gray, detector)
+        faces.append(face if face is not None else crop_face(gray, (0, 0, gray.shape[1], gray.shape[0])))
     folders = [Path(p).parent.name.lower() for p in paths]
     labels = (np.array([CLASS_NAMES.index(f) for f in folders])
               if all(f in CLASS_NAMES for f in folders) else None)
