@@ -28,12 +28,11 @@ from ferkeras.metrics import compute_metrics, figures_of, row_normalize
 from ferkeras.plotting import new_figure, save_figure
 from ferkeras.runners import TTA_METHODS, TTA_SHIFTS, tta_method, tta_views, view_plan
 from ferkeras.runs import (
-    SHIPPED,
     find_model,
-    is_shipped,
     load_run_data,
     read_run_config,
     run_of_model,
+    shipped_name,
     split_as_run,
 )
 from ferkeras.spec import CLASS_NAMES
@@ -90,9 +89,10 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
         if data is None:
             raise FerkerasError(f"{model_path}: a bare model file has no config.json to say what it "
                                 "was trained on; give --data (a FER2013 path, or synthetic)")
-        # beside a bare model file; the shipped one sits inside the installed package: here instead
-        out_dir = (Path(f"{SHIPPED}_viz") if is_shipped(model_path)
-                   else model_path.parent / f"{model_path.stem}_viz")
+        # beside a bare model file; a shipped one sits inside the installed package: here instead,
+        # one folder a shipped model, so that evaluating another never overwrites its figures
+        shipped = shipped_name(model_path)
+        out_dir = Path(f"{shipped}_viz") if shipped else model_path.parent / f"{model_path.stem}_viz"
     same_data = data is None or _is_run_data(data, options.get("data"), run_source)
     if run_dir is not None and not same_data:
         # Results on other data go to a folder of their own, never over the run's own ones.

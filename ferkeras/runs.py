@@ -36,10 +36,15 @@ def shipped_dir(name: str = SHIPPED) -> Path:
     return Path(str(resources.files("ferkeras.exported"))) / SHIPPED_MODELS[name]
 
 
+def shipped_name(path: str | os.PathLike) -> str | None:
+    """The name (SHIPPED_MODELS) of the shipped model whose folder holds a model file, else None."""
+    folder = Path(path).resolve().parent
+    return next((name for name in SHIPPED_MODELS if folder == shipped_dir(name).resolve()), None)
+
+
 def is_shipped(path: str | os.PathLike) -> bool:
     """Whether a model file is one of the shipped models' (so nothing is written beside it)."""
-    folder = Path(path).resolve().parent
-    return any(folder == shipped_dir(name).resolve() for name in SHIPPED_MODELS)
+    return shipped_name(path) is not None
 
 
 def shipped_file(name: str, file: str) -> Path:

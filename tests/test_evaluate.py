@@ -2,6 +2,7 @@
 `ferkeras evaluate`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,6 +263,9 @@ def test_source_on_another_split_and_bad_requests(trained_synthetic_run, tmp_pat
     with pytest.raises(FerkerasError, match="bare model file .* give --data"):
         load_source(str(bare))
     assert load_source(str(bare), data="synthetic:280").out_dir == tmp_path / "model_viz"
+    # the shipped models' figures go to a folder each, here, never into the installed package
+    assert [load_source(name, data="synthetic:280").out_dir for name in ("shipped", "large", "ensemble")] \
+        == [Path("shipped_viz"), Path("large_viz"), Path("ensemble_viz")]
     # Other data than the run's own: its results must not replace those of the run's data.
     assert load_source(str(run)).out_dir == run / "viz"
     assert load_source(str(run), data="synthetic:280").out_dir == run / "viz" / "synthetic_280"
