@@ -5,7 +5,8 @@ Layouts: the original fer2013.csv (emotion,pixels,Usage), the course-homework CS
 class/*.jpg: one split named train), and generated synthetic faces. Decoded real data is cached
 as .npz under cache_dir(), keyed by the files' paths, sizes and mtimes. Every bad input raises
 FerkerasError naming the file (and 1-based line for CSVs); with skip_bad, bad rows, unreadable
-images and empty class folders are passed over instead and listed in Dataset.skipped.
+images, photos with no face found and empty class folders are passed over instead and listed in
+Dataset.skipped.
 
 One module per layout (csvfile, folders), the cache they share (cache) and the records and
 splits every stage uses (splits); this one dispatches a path to its loader.
@@ -33,10 +34,10 @@ def load_dataset(path: str | os.PathLike | None = None, skip_bad: bool = False,
                  keep_faceless: bool = False) -> Dataset:
     """Load a CSV file or image folder as a Dataset; None, "synthetic" or "synthetic:N" generates faces.
 
-    skip_bad: pass over bad CSV rows, unreadable images and empty class folders (listed in
-    Dataset.skipped) rather than stop at the first. keep_faceless: keep a photo in which no face is
-    found (black) rather than stop at it or pass over it: for a reader of its file, which
-    answers it as predict would (ferkeras.pipeline_eval).
+    skip_bad: pass over bad CSV rows, unreadable images, photos with no face found and empty class
+    folders (listed in Dataset.skipped) rather than stop at the first. keep_faceless: keep a photo
+    in which no face is found (black) rather than stop at it or pass over it: for a reader of its
+    file, which answers it as predict would (ferkeras.pipeline_eval).
     """
     if path is None or str(path).split(":")[0] == "synthetic":
         return _load_synthetic(str(path or "synthetic"))
