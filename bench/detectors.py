@@ -46,8 +46,8 @@ from ferkeras.media.crop import (  # noqa: E402
     crop_landmarks,
 )
 from ferkeras.media.detect import iou  # noqa: E402
+from ferkeras.media.detectors import make_detector  # noqa: E402
 from ferkeras.media.images import read_image, to_gray  # noqa: E402
-from ferkeras.predict import make_detector  # noqa: E402
 from ferkeras.runners import load_runner  # noqa: E402
 from ferkeras.spec import IMAGE_SIZE  # noqa: E402
 

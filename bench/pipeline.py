@@ -162,7 +162,8 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
     """Every model's figures under every condition: {condition: {model: answers(...)}}; framed
     False: without predict's second search in a border (Detector.framed), for a before/after."""
     from ferkeras.data import load_dataset
-    from ferkeras.predict import FaceRecognizer, make_detector
+    from ferkeras.media.detectors import make_detector
+    from ferkeras.predict import FaceRecognizer
 
     split = load_dataset(data).splits[split_name]
     chosen = draw(split.labels, n, seed)

@@ -311,7 +311,7 @@ def main() -> None:
 
     from ferkeras.media.blazeface import BlazeFaceDetector
     from ferkeras.media.detect import HaarDetector
-    from ferkeras.predict import make_detector
+    from ferkeras.media.detectors import make_detector
     from ferkeras.video import DEFAULT_SCAN_EVERY, FULL_SEARCH_EVERY
 
     class SquaresEveryFrame(BlazeFaceDetector):

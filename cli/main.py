@@ -17,7 +17,8 @@ from ferkeras.config import ARCHITECTURES, RUNS_DIR, TrainConfig, flag_of, resum
 from ferkeras.errors import FerkerasError, import_tensorflow
 from ferkeras.gradients import TRIALS
 from ferkeras.media.detect import DETECTORS
-from ferkeras.predict import DEFAULT_DETECTOR, DEFAULT_TTA
+from ferkeras.media.detectors import DEFAULT_DETECTOR
+from ferkeras.predict import DEFAULT_TTA
 from ferkeras.report import FORMATS, ReportSettings
 from ferkeras.runners import TTA_METHODS
 from ferkeras.serve import DEFAULT_HOST, DEFAULT_PORT

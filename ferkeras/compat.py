@@ -57,11 +57,12 @@ from ferkeras.errors import FerkerasError, first_line
 from ferkeras.fileio import atomic_path
 from ferkeras.media.crop import crop_detection
 from ferkeras.media.detect import Detector, HaarDetector
+from ferkeras.media.detectors import DEFAULT_DETECTOR, make_detector
 from ferkeras.media.draw import draw_faces
 from ferkeras.media.faces import Detection, Face
 from ferkeras.media.frames import Frame, VideoSink, VideoSource
 from ferkeras.media.images import as_rgb, decode_image, read_image, to_gray
-from ferkeras.predict import DEFAULT_DETECTOR, DEFAULT_TTA, FaceRecognizer, FoundFaces, make_detector
+from ferkeras.predict import DEFAULT_TTA, FaceRecognizer, FoundFaces
 from ferkeras.runners import Runner
 from ferkeras.runs import RECOGNITION_DEFAULT, shipped_dir
 from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE

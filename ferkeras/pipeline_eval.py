@@ -24,9 +24,10 @@ from ferkeras.data import Split
 from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import Echo, load_source, write_evaluation
 from ferkeras.fileio import write_text_atomic
+from ferkeras.media.detectors import DEFAULT_DETECTOR
 from ferkeras.media.images import read_image
 from ferkeras.metrics import compute_metrics
-from ferkeras.predict import DEFAULT_DETECTOR, FaceRecognizer, FoundFaces
+from ferkeras.predict import FaceRecognizer, FoundFaces
 from ferkeras.runners import BATCH_SIZE, DEFAULT_TTA, TTA_METHODS, tta_method
 from ferkeras.runs import RECOGNITION_DEFAULT, has_runs
 from ferkeras.spec import CLASS_NAMES

@@ -21,16 +21,14 @@ from ferkeras.config import RUNS_DIR
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import atomic_path
 from ferkeras.media.crop import crop_detection, crop_landmarks, is_face_crop
-from ferkeras.media.detect import DETECTORS, Detector, HaarDetector
+from ferkeras.media.detect import Detector
+from ferkeras.media.detectors import DEFAULT_DETECTOR, make_detector
 from ferkeras.media.draw import draw_faces
 from ferkeras.media.faces import Box, Detection, Face
 from ferkeras.media.images import IMAGE_SUFFIXES, as_rgb, image_paths, read_image, to_gray
 from ferkeras.runners import BATCH_SIZE, DEFAULT_TTA, Runner, load_runner, tta_method
 from ferkeras.spec import IMAGE_SIZE
 
-# BlazeFace finds more faces than Haar and MTCNN in whole photos, in a fraction of their time
-# (bench/detectors.py); Haar stays one flag away (--detector haar).
-DEFAULT_DETECTOR = "blazeface"
 # A 48x48 crop is searched for its face at this scale, in a border (Detector.in_border), to frame
 # it by its landmarks: at 144 px BlazeFace found 95.5% of PublicTest's crops, in 1.8 ms each.
 REFRAME_SCALE = 3
@@ -56,36 +54,6 @@ class ImageResult:
 
 
 # ---------------------------------------------------------------------------- the recognizer
-
-# Each detector's name for the smallest face it searches for (`--min-face`).
-MIN_FACE_OPTION = {"haar": "min_size", "mtcnn": "min_face_size", "blazeface": "min_face_size"}
-
-
-def make_detector(name: str | Detector = DEFAULT_DETECTOR, min_face: int | None = None,
-                  threads: int | None = None, **options) -> Detector:
-    """A detector by name (haar, mtcnn, blazeface), with its options; a Detector is returned as it is.
-
-    min_face: the smallest face to search for, in pixels, whatever the detector calls it.
-    threads: blazeface's LiteRT threads (None: one per core); the others have no such setting.
-    """
-    if isinstance(name, Detector):
-        return name
-    if min_face is not None and min_face < 1:
-        raise FerkerasError(f"--min-face {min_face}: must be at least 1 pixel")
-    if min_face is not None and name in MIN_FACE_OPTION:
-        options[MIN_FACE_OPTION[name]] = min_face
-    if name == "haar":
-        return HaarDetector(**options)
-    if name == "mtcnn":
-        from ferkeras.media.mtcnn import MTCNNDetector  # lazy: it imports TensorFlow
-
-        return MTCNNDetector(**options)
-    if name == "blazeface":
-        from ferkeras.media.blazeface import BlazeFaceDetector
-
-        return BlazeFaceDetector(threads=threads, **options)
-    raise FerkerasError(f"--detector {name}: not one of {', '.join(DETECTORS)}")
-
 
 @dataclass
 class FoundFaces:

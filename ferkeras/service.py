@@ -33,9 +33,10 @@ import ferkeras
 from ferkeras.config import RUNS_DIR
 from ferkeras.cpu import usable_cores
 from ferkeras.errors import FerkerasError, first_line, import_tensorflow
+from ferkeras.media.detectors import DEFAULT_DETECTOR
 from ferkeras.media.faces import Face
 from ferkeras.media.images import decode_image
-from ferkeras.predict import DEFAULT_DETECTOR, DEFAULT_TTA, FaceRecognizer
+from ferkeras.predict import DEFAULT_TTA, FaceRecognizer
 from ferkeras.runners import KerasRunner, Runner, TFLiteRunner, accuracy_record, load_runner
 
 DEFAULT_MAX_UPLOAD_MB = 10.0

@@ -10,10 +10,10 @@ from conftest import run_main
 
 from ferkeras.errors import FerkerasError
 from ferkeras.media.crop import EYE_ROW, crop_detection, crop_face, crop_landmarks
-from ferkeras.media.detect import iou
+from ferkeras.media.detect import Detector, HaarDetector, iou
+from ferkeras.media.detectors import make_detector
 from ferkeras.media.faces import Detection
 from ferkeras.media.images import read_image, to_gray
-from ferkeras.predict import make_detector
 from ferkeras.spec import IMAGE_SIZE
 
 GRACE_HOPPER = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
@@ -193,3 +193,37 @@ def test_framed_searches_again_in_a_border_and_maps_the_faces_back():
     seen.clear()
     assert InBorderOnly().framed(np.zeros((120, 120, 3), np.uint8), np.zeros((120, 120), np.uint8))
     assert len(seen) == 1
+
+
+class FixedDetector(Detector):
+    """Answers the same detections for every image, and counts its calls."""
+
+    def __init__(self, found: list[Detection]):
+        self.found, self.calls = found, 0
+
+    def __call__(self, rgb, gray=None):
+        self.calls += 1
+        return list(self.found)
+
+
+def test_a_still_image_with_no_face_found_is_searched_by_the_fallback_and_no_other_search_is():
+    image = np.zeros((200, 200, 3), np.uint8)
+    gray = to_gray(image)
+    second = FixedDetector([Detection((50, 60, 80, 80))])
+    first = FixedDetector([])
+    first.fallback = second
+    assert first.framed(image, gray) == second.found  # the whole image, in a border, then the fallback
+    assert first(image, gray) == []  # a video frame's search (not framed) never falls back
+    assert first.near(image, gray, [(50, 60, 80, 80)]) == [] and second.calls == 1
+    found = FixedDetector([Detection((10, 10, 40, 40))])
+    found.fallback = second
+    assert found.framed(image, gray) == found.found and second.calls == 1  # found: not asked
+
+
+def test_blazeface_falls_back_on_haar_unless_told_not_to():
+    default = make_detector()
+    assert default.name == "blazeface" and isinstance(default.fallback, HaarDetector)
+    assert default.fallback.fallback is None
+    assert make_detector("blazeface", min_face=60).fallback.min_size == 60
+    assert make_detector("blazeface", fallback=None).fallback is None
+    assert make_detector("haar").fallback is None

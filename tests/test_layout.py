@@ -17,7 +17,7 @@ LAYERS = [
     # media (no model): images, the face records, detectors, crops, drawing, frames, tracking;
     # photos in image folders are read through its detectors
     "ferkeras.media.images", "ferkeras.media.faces", "ferkeras.media.detect", "ferkeras.media.mtcnn",
-    "ferkeras.media.blazeface", "ferkeras.media.crop",
+    "ferkeras.media.blazeface", "ferkeras.media.crop", "ferkeras.media.detectors",
     "ferkeras.media.draw", "ferkeras.media.frames", "ferkeras.media.track", "ferkeras.media",
     # what a run is, where runs are, what they trained on
     "ferkeras.config", "ferkeras.synthetic", "ferkeras.data.splits", "ferkeras.data.cache",

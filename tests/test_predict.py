@@ -331,3 +331,29 @@ def test_only_a_48x48_crop_taken_whole_gets_a_second_view(fer2013_dir, tmp_path)
         answers[bool(flag)] = list(json.loads(out.stdout)[0]["faces"][0]["probabilities"].values())
     np.testing.assert_allclose(answers[True], recognizer.classify(face[None])[0], atol=1e-4)
     np.testing.assert_allclose(answers[False], recognizer.classify_found(found[1:2])[0], atol=1e-4)
+
+
+def test_a_photo_blazeface_misses_is_answered_through_haar(fer2013_dir):
+    """bench/pipeline.py's blurred photos of real faces: where BlazeFace finds none, predict's
+    search of a still image asks Haar (media.detectors.FALLBACK_DETECTOR) and answers its face."""
+    from conftest import load_bench
+
+    from ferkeras.media.detectors import make_detector
+    from ferkeras.media.images import to_gray
+    from ferkeras.predict import FaceRecognizer
+
+    pipeline = load_bench("pipeline")
+    rng = np.random.default_rng(0)
+    alone, haar = make_detector(fallback=None), make_detector("haar")
+    recognizer = FaceRecognizer("shipped")
+    for file in sorted((fer2013_dir / "test" / "happy").glob("*.jpg"))[:60]:
+        photo = pipeline.photo(np.asarray(Image.open(file).convert("L")), "blur", rng)
+        gray = to_gray(photo)
+        if not alone.framed(photo, gray) and haar.framed(photo, gray):
+            break
+    else:
+        pytest.fail("no blurred photo of 60 that BlazeFace misses and Haar finds")
+    found, faces = recognizer.recognize(photo)
+    assert [d.box for d in found.detections] == [d.box for d in haar.framed(photo, gray)]
+    assert faces and all(face.landmarks is None for face in faces)  # Haar's boxes: no landmarks
+    assert not FaceRecognizer("shipped", fallback=None).recognize(photo)[1]  # without it: no face

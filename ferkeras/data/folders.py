@@ -20,7 +20,7 @@ from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
 
 _IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}  # OS litter beside real data
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
-_detectors = threading.local()  # _face_of_photo's BlazeFace, one per decoding thread
+_detectors = threading.local()  # _face_of_photo's detector (predict's), one per decoding thread
 
 
 class NoFace(FerkerasError):
@@ -195,15 +195,15 @@ def _decode_image(path: str) -> np.ndarray:
 
 def _face_of_photo(path: str, size: tuple[int, int]) -> np.ndarray:
     """Any image but a 48x48 crop is a photo (or a face crop of another size): its largest face,
-    found and cropped as predict crops it (BlazeFace, eyes levelled), is what the model learns from
+    found and cropped as predict crops it (its detector, eyes levelled), is what the model learns from
     and is measured on, never the whole image shrunk."""
-    from ferkeras.media.blazeface import BlazeFaceDetector
     from ferkeras.media.crop import largest_face_crop
+    from ferkeras.media.detectors import DEFAULT_DETECTOR, make_detector
     from ferkeras.media.images import read_image, to_gray
 
-    detector = getattr(_detectors, "blazeface", None)
+    detector = getattr(_detectors, "default", None)
     if detector is None:  # one per thread: a LiteRT interpreter serves one caller at a time
-        detector = _detectors.blazeface = BlazeFaceDetector(threads=1)
+        detector = _detectors.default = make_detector(DEFAULT_DETECTOR, threads=1)
     rgb = read_image(path)
     crop = largest_face_crop(rgb, to_gray(rgb), detector)
     if crop is None:

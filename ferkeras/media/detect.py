@@ -32,14 +32,17 @@ class Detector:
     """Finds faces: detector(rgb, gray=None) -> detections, left to right."""
 
     name = "detector"
+    fallback: Detector | None = None  # framed()'s second detector, where this one finds no face
 
     def __call__(self, rgb: np.ndarray, gray: np.ndarray | None = None) -> list[Detection]:
         """Faces in an RGB uint8 image (gray: the same image in gray, if the caller has it)."""
         raise NotImplementedError
 
     def framed(self, rgb: np.ndarray, gray: np.ndarray) -> list[Detection]:
-        """Faces in the whole image; where none is found, those in_border finds."""
-        return self(rgb, gray) or self.in_border(rgb, gray)
+        """Faces in a still image: in the whole image; where none is found, those in_border finds;
+        where still none, the fallback detector's (its own framed search)."""
+        found = self(rgb, gray) or self.in_border(rgb, gray)
+        return found or (self.fallback.framed(rgb, gray) if self.fallback is not None else [])
 
     def in_border(self, rgb: np.ndarray, gray: np.ndarray) -> list[Detection]:
         """Faces about the image's size found in it set in a border of its mean colour

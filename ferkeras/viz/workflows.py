@@ -75,10 +75,10 @@ def read_image_files(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, np
     """Image files as uint8 (N, 48, 48), with true labels when every file sits in a class folder.
 
     A 48x48 image is a face crop as it is; in any other the largest face is found and cropped as
-    `ferkeras predict` crops it (BlazeFace, eyes levelled), else the whole image is used.
+    `ferkeras predict` crops it (its detector, eyes levelled), else the whole image is used.
     """
-    from ferkeras.media.blazeface import BlazeFaceDetector
     from ferkeras.media.crop import crop_face, is_face_crop, largest_face_crop
+    from ferkeras.media.detectors import make_detector
     from ferkeras.media.images import read_image, to_gray
 
     faces, detector = [], None
@@ -89,7 +89,7 @@ def read_image_files(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, np
         gray = to_gray(rgb)
         face = None
         if not is_face_crop(gray):
-            detector = detector or BlazeFaceDetector()
+            detector = detector or make_detector()
             face = largest_face_crop(rgb, gray, detector)
         faces.append(face if face is not None else crop_face(gray, (0, 0, gray.shape[1], gray.shape[0])))
     folders = [Path(p).parent.name.lower() for p in paths]
