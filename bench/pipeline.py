@@ -9,7 +9,9 @@ draw, stratified by class; 0 = all) is set into a 640x480 photo-like frame under
 random background; then a change of light, blur, JPEG, noise or roll), and every frame goes
 through predict's path: the detector, its crop, the model with predict's test-time augmentation.
 The answer is the largest face's label, as `predict` users read it; a frame where no face is
-found counts as a wrong answer. The "crop" condition is the 48x48 face as it is (no detection);
+found counts as a wrong answer. Where the detector finds none, predict asks its fallback (Haar,
+for blazeface); the rows ", no haar" read the same frames by the detector alone. The "crop"
+condition is the 48x48 face as it is (no detection);
 "crop tight" and "crop wide" are it cut closer (0.8 of the side) or looser (1.3, edges repeated),
 as other data sets frame their 48x48 crops. predict reads a 48x48 image as it is and as its
 landmarks frame it (FaceRecognizer.reframe), the two averaged; the rows ", as is" read the same
@@ -168,35 +170,50 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
     split = load_dataset(data).splits[split_name]
     chosen = draw(split.labels, n, seed)
     faces, labels = split.images[chosen], split.labels[chosen]
-    shared = make_detector(detector, min_face=min_face)
+    # The detector's own search, and predict's fallback (Detector.fallback) asked apart, where it
+    # finds none, so that both readings of the same frames print side by side.
+    predicts = make_detector(detector, min_face=min_face)
+    shared = make_detector(detector, min_face=min_face, fallback=None)
     recognizers = {m: FaceRecognizer(m, detector=shared, tta=tta) for m in models}
     first = recognizers[models[0]]
+    backup = (FaceRecognizer(first.runner, detector=predicts.fallback, tta=tta)
+              if framed and predicts.fallback is not None else None)
     print(f"{len(chosen)} {split_name} faces of {data}; detector {detector}"
-          + (f" (min face {min_face} px)" if min_face else "") + f", TTA {tta}; "
+          + (f" (min face {min_face} px)" if min_face else "")
+          + (f", then {predicts.fallback.name} where it finds none" if backup else "") + f", TTA {tta}; "
           + ", ".join(f"{m} = {r.runner.describe()}" for m, r in recognizers.items()))
     results = {}
     for condition in conditions:
         start = time.perf_counter()
         rng = np.random.default_rng([seed, len(results)])
-        answered, found = [], np.zeros(len(faces), bool)
-        for i, face in enumerate(faces):
+        answered, by_fallback = [], []
+        for face in faces:
             # detect None: predict's rule, a 48x48 image classified whole (and as its landmarks
             # frame it), any other searched
-            result = first.find(photo(face, condition, rng), detect=None, framed=framed)
-            largest = result.largest()  # the answer
-            if largest is not None:
-                answered.append(largest)
-                found[i] = True
-        # A 48x48 crop's second view (FaceRecognizer.reframe) beside the crop read as it is only.
-        readings = {condition: answered}
-        if any(a.views is not None for a in answered):
-            readings[f"{condition}, as is"] = [dataclasses.replace(a, views=None) for a in answered]
-        for reading, read in readings.items():
+            frame = photo(face, condition, rng)
+            largest = first.find(frame, detect=None, framed=framed).largest()  # the answer
+            if largest is None and backup is not None:
+                largest = backup.find(frame, detect=True).largest()
+                by_fallback.append(largest is not None)
+            else:
+                by_fallback.append(False)
+            answered.append(largest)
+        found, alone = np.array([a is not None for a in answered]), ~np.array(by_fallback)
+        # A 48x48 crop's second view (FaceRecognizer.reframe) beside the crop read as it is only;
+        # photos read as predict reads them (the fallback's faces too) and by the detector alone.
+        readings = {condition: found}
+        if any(a.views is not None for a in answered if a is not None):
+            readings[f"{condition}, as is"] = found
+        if any(by_fallback):
+            readings[f"{condition}, no {predicts.fallback.name}"] = found & alone
+        for reading, answering in readings.items():
+            read = [a if not reading.endswith(", as is") else dataclasses.replace(a, views=None)
+                    for a, keep in zip(answered, answering, strict=True) if keep]
             results[reading] = {}
             for name, recognizer in recognizers.items():
                 probs = np.zeros((len(faces), len(recognizer.labels)))
-                probs[found] = recognizer.classify_found(read)
-                results[reading][name] = answers(labels, probs, found)
+                probs[answering] = recognizer.classify_found(read)
+                results[reading][name] = answers(labels, probs, answering)
         print(f"  {condition}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return results
 
@@ -211,7 +228,7 @@ def report(results: dict, models: list[str]) -> None:
             print(f"{condition:17} {name[-28:]:28} {r['found']:6.1%} {r['accuracy']:9.4f} "
                   f"{r['balanced']:9.4f} {r['macro_f1']:9.4f} {r['ece']:6.3f}  "
                   f"{r['worst'][0]} {r['worst'][1]:.2f}")
-    photos = [c for c in results if not c.startswith("crop")]
+    photos = [c for c in results if not c.startswith("crop") and ", no " not in c]
     if "crop" in results and photos:
         print("\nFrom clean crops to the photos (mean over the photo conditions):")
         for name in models:

@@ -124,6 +124,8 @@ def test_pipeline_bench_reads_photos_as_predict_does(fer2013_dir):
     for condition in ("photo", "close"):  # BlazeFace finds most faces set into frames
         assert results[condition]["shipped"]["found"] > 0.7, condition
         assert results[condition]["shipped"]["accuracy"] > 0.35, condition  # chance is 0.14
+        alone = results.get(f"{condition}, no haar", results[condition])["shipped"]  # Haar's faces left out
+        assert alone["found"] <= results[condition]["shipped"]["found"]
     # A face that fills its image is found as predict searches (Detector.framed), read about as
     # well as its 48x48 crop.
     assert results["crop 100"]["shipped"]["found"] > 0.9
