@@ -185,7 +185,9 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
     results = {}
     for condition in conditions:
         start = time.perf_counter()
-        rng = np.random.default_rng([seed, len(results)])
+        # Each condition's frames from its own place in CONDITIONS, whatever else is run (before 7
+        # December 2026, from the rows printed before it: other frames for the same seed).
+        rng = np.random.default_rng([seed, list(CONDITIONS).index(condition)])
         answered, by_fallback = [], []
         for face in faces:
             # detect None: predict's rule, a 48x48 image classified whole (and as its landmarks
@@ -193,7 +195,7 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
             frame = photo(face, condition, rng)
             largest = first.find(frame, detect=None, framed=framed).largest()  # the answer
             if largest is None and backup is not None:
-                largest = backup.find(frame, detect=True).largest()
+                largest = backup.find(frame, detect=True, framed=False).largest()  # as Detector.framed
                 by_fallback.append(largest is not None)
             else:
                 by_fallback.append(False)

@@ -2,10 +2,10 @@
 
 BlazeFace, the default, finds more faces than Haar and MTCNN in whole photos, in a fraction of
 their time (bench/detectors.py). Where its search of a still image (Detector.framed) finds no face,
-Haar's is tried: on bench/pipeline.py's photos BlazeFace missed 16-29% of the faces, and Haar found
-about half of those and read them as well as the rest, for 1% more false faces on images without
-one (bench/README.md, "A second detector where BlazeFace finds none"). Video frames and the live
-path's tracking never fall back: their searches are not framed().
+Haar's cascade searches the whole image: on bench/pipeline.py's photos BlazeFace missed 14-28% of
+the faces, and Haar found about half of those, read about as well as the rest, for 1% more false
+faces on images without one (bench/README.md, "A second detector where BlazeFace finds none").
+Video frames never fall back: their searches are not framed().
 """
 
 from __future__ import annotations
