@@ -80,11 +80,13 @@ class FaceRecognizer:
 
     model: a model name as load_runner takes it (None: the latest run, else the shipped model;
     "shipped"), or a Runner. detector: "blazeface" (the default), "haar", "mtcnn" or a Detector,
-    with detector_options (min_face for any of them; blazeface: threshold; haar: scale_factor,
-    min_neighbors; ...). align: level the eyes before cropping where the detector gives landmarks
-    (blazeface, mtcnn). tta: "none", "flip" or "shifts". reframe: a 48x48 crop, which its maker
-    framed their own way, is read as it is and as its landmarks frame it (as a photo's faces are
-    framed, eyes not levelled), the two views' probabilities averaged; False: as it is only.
+    with detector_options (min_face for any of them; fallback, the detector asked where the first
+    finds no face in a still image: blazeface's is haar, None for none; blazeface: threshold; haar:
+    scale_factor, min_neighbors; ...). align: level the eyes before cropping where the detector
+    gives landmarks (blazeface, mtcnn). tta: "none", "flip" or "shifts". reframe: a 48x48 crop,
+    which its maker framed their own way, is read as it is and as its landmarks frame it (as a
+    photo's faces are framed, eyes not levelled), the two views' probabilities averaged; False: as
+    it is only.
     """
 
     def __init__(self, model: str | os.PathLike | Runner | None = None,
