@@ -128,7 +128,8 @@ def evaluate_pipeline(run: str | os.PathLike | None = None, data: str | None = N
     echo(f"A face found in {int(found.sum()):,} of {len(labels):,} images "
          f"({int((faces > 1).sum()):,} with several: the largest answers)")
     paths = write_evaluation(result, out_dir, recognizer.runner.name, echo)
-    names = ([str(f) for f in source.split.files] if source.split.files is not None
+    # each file as the data folder names it (happy/img1.jpg), else the split's image number
+    names = ([os.path.relpath(f, source.data) for f in source.split.files] if source.split.files is not None
              else [f"{source.split_name}[{i}]" for i in range(len(labels))])
     answers = out_dir / f"answers_{result['split']}.csv"
     write_text_atomic(answers, answers_csv(names, labels, readings[method], faces))

@@ -52,12 +52,13 @@ def test_a_photo_with_no_face_is_a_wrong_answer_and_predict_answers_the_rest(tmp
     expected = {}
     for image in predict([photos], model="shipped"):
         largest = max(image.faces, key=lambda f: f.box[2] * f.box[3], default=None)
-        expected[str(image.path.resolve())] = largest
-        assert int(rows[str(image.path.resolve())]["faces"]) == len(image.faces)
+        name = image.path.relative_to(photos).as_posix()  # as the data folder names it
+        expected[name] = largest
+        assert int(rows[name]["faces"]) == len(image.faces)
     assert set(rows) == set(expected)
     for name, face in expected.items():
         assert rows[name]["answer"] == (face.label if face else ""), name
-    assert rows[str((photos / "surprise" / "scene0.png").resolve())]["answer"] == ""  # no face: no answer
+    assert rows["surprise/scene0.png"]["answer"] == ""  # no face: no answer
     unanswered = sum(face is None for face in expected.values())
     assert result["unanswered"] == result["tta"]["unanswered"] == unanswered >= 1
     assert result["pipeline"]["faces_found"] == len(rows) - unanswered
