@@ -192,11 +192,10 @@ def _decode_image(path: str) -> np.ndarray:
         raise FerkerasError(f"{path}: corrupt or unreadable image: {exc}") from None
 
 
-
 def _face_of_photo(path: str, size: tuple[int, int]) -> np.ndarray:
     """Any image but a 48x48 crop is a photo (or a face crop of another size): its largest face,
-    found and cropped as predict crops it (its detector, eyes levelled), is what the model learns from
-    and is measured on, never the whole image shrunk."""
+    found and cropped as predict crops it (its detector, eyes levelled), is what the model learns
+    from and is measured on, never the whole image shrunk."""
     from ferkeras.media.crop import largest_face_crop
     from ferkeras.media.detectors import DEFAULT_DETECTOR, make_detector
     from ferkeras.media.images import read_image, to_gray
@@ -208,5 +207,5 @@ def _face_of_photo(path: str, size: tuple[int, int]) -> np.ndarray:
     crop = largest_face_crop(rgb, to_gray(rgb), detector)
     if crop is None:
         raise NoFace(f"{path}: no face found in this {size[0]}x{size[1]} image (an image that "
-                            "is not a 48x48 crop is read as predict reads a photo: its largest face)")
+                     "is not a 48x48 crop is read as predict reads a photo: its largest face)")
     return crop
