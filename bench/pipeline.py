@@ -201,16 +201,17 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
                 by_fallback.append(False)
             answered.append(largest)
         found, alone = np.array([a is not None for a in answered]), ~np.array(by_fallback)
-        # A 48x48 crop's second view (FaceRecognizer.reframe) beside the crop read as it is only;
-        # photos read as predict reads them (the fallback's faces too) and by the detector alone.
-        readings = {condition: found}
+        # Each reading: which frames it answers, and the faces it reads. A 48x48 crop's second view
+        # (FaceRecognizer.reframe) beside the crop read as it is only; photos read as predict reads
+        # them (the fallback's faces too) and by the detector alone.
+        readings = {condition: (found, answered)}
         if any(a.views is not None for a in answered if a is not None):
-            readings[f"{condition}, as is"] = found
+            readings[f"{condition}, as is"] = (found, [a and dataclasses.replace(a, views=None)
+                                                       for a in answered])
         if any(by_fallback):
-            readings[f"{condition}, no {predicts.fallback.name}"] = found & alone
-        for reading, answering in readings.items():
-            read = [a if not reading.endswith(", as is") else dataclasses.replace(a, views=None)
-                    for a, keep in zip(answered, answering, strict=True) if keep]
+            readings[f"{condition}, no {predicts.fallback.name}"] = (found & alone, answered)
+        for reading, (answering, faces_read) in readings.items():
+            read = [a for a, keep in zip(faces_read, answering, strict=True) if keep]
             results[reading] = {}
             for name, recognizer in recognizers.items():
                 probs = np.zeros((len(faces), len(recognizer.labels)))

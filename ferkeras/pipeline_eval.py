@@ -25,7 +25,7 @@ from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import Echo, load_source, write_evaluation
 from ferkeras.fileio import write_text_atomic
 from ferkeras.media.detectors import DEFAULT_DETECTOR
-from ferkeras.media.images import read_image
+from ferkeras.media.images import as_rgb, read_image
 from ferkeras.metrics import compute_metrics
 from ferkeras.predict import FaceRecognizer, FoundFaces
 from ferkeras.runners import BATCH_SIZE, DEFAULT_TTA, TTA_METHODS, tta_method
@@ -42,7 +42,7 @@ def split_pictures(split: Split) -> Iterator[np.ndarray]:
             yield read_image(path)
     else:
         for gray in split.images:
-            yield np.repeat(gray[..., None], 3, axis=2)
+            yield as_rgb(gray)
 
 
 def read_largest_faces(pictures: Iterator[np.ndarray], recognizer: FaceRecognizer,
@@ -112,7 +112,7 @@ def evaluate_pipeline(run: str | os.PathLike | None = None, data: str | None = N
     echo(f"Reading {len(labels):,} images ({source.split_name} split of {source.data}; {where}) as "
          f"predict does: {recognizer.runner.describe()}, detector {detector}")
     readings, faces = read_largest_faces(split_pictures(source.split), recognizer, ("none", method))
-    found = faces > 0
+    found, several = faces > 0, int((faces > 1).sum())
     if not found.any():
         raise FerkerasError(f"{source.data}: no face found in any of its {len(labels):,} images "
                             f"(detector {detector}); nothing to score")
@@ -120,13 +120,13 @@ def evaluate_pipeline(run: str | os.PathLike | None = None, data: str | None = N
               "split": source.split_name + PIPELINE_SUFFIX,
               "pipeline": {"detector": detector, "align": align, "reframe": reframe, "read": where,
                            "images": len(labels), "faces_found": int(found.sum()),
-                           "several_faces": int((faces > 1).sum())},
+                           "several_faces": several},
               **compute_metrics(labels, readings["none"], answered=found),
               "tta": {"name": method, "method": TTA_METHODS[method],
                       **compute_metrics(labels, readings[method], answered=found)}}
     out_dir = Path(out) if out is not None else source.out_dir
     echo(f"A face found in {int(found.sum()):,} of {len(labels):,} images "
-         f"({int((faces > 1).sum()):,} with several: the largest answers)")
+         f"({several:,} with several: the largest answers)")
     paths = write_evaluation(result, out_dir, recognizer.runner.name, echo)
     # each file as the data folder names it (happy/img1.jpg), else the split's image number
     names = ([os.path.relpath(f, source.data) for f in source.split.files] if source.split.files is not None
