@@ -64,8 +64,8 @@ class TrainConfig:
     val_split: str = _opt("auto", "validation: a fraction of train (0.25), a split name (test), "
                                   "or auto = the data's test split, else 0.25 of train")
     skip_bad: bool = _opt(False, "pass over bad CSV rows, unreadable images, photos with no face "
-                                 "found and empty class folders, reporting their count, instead of "
-                                 "stopping at the first")
+                                 "found, empty class folders and those of other expressions "
+                                 "(contempt), reporting their count, instead of stopping at the first")
     epochs: int | None = _opt(None, f"epochs to train (default {DEFAULT_EPOCHS_REAL}; "
                                     f"{DEFAULT_EPOCHS_SYNTHETIC} on synthetic data)")
     batch_size: int = _opt(128, "images per training step")

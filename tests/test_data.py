@@ -258,6 +258,30 @@ def test_empty_class_folder_is_an_error_that_skip_bad_passes_over(tmp_path):
     assert dataset.skip_report().startswith("--skip-bad: skipped 1 bad file or folder (first: ")
 
 
+def test_other_data_sets_class_folders_are_read_and_contempt_is_named(tmp_path):
+    """CK+'s layout: anger/ and sadness/ are angry and sad; contempt/, none of the seven classes,
+    stops the load naming it, and --skip-bad leaves its images out, saying how many."""
+    root = write_folders(tmp_path / "data", {"train": (TRAIN_IMAGES, TRAIN_LABELS)})
+    (root / "train" / "angry").rename(root / "train" / "anger")
+    (root / "train" / "sad").rename(root / "train" / "Sadness")
+    contempt = root / "train" / "contempt"
+    contempt.mkdir()
+    for i in range(3):
+        Image.fromarray(TRAIN_IMAGES[i]).save(contempt / f"c_{i}.png")
+    with pytest.raises(FerkerasError, match=r"train/contempt: unknown class folder 'contempt' .*"
+                                            r"--skip-bad passes over it"):
+        load_dataset(root)
+    dataset = load_dataset(root, skip_bad=True)
+    assert_split(dataset.splits["train"], TRAIN_IMAGES, TRAIN_LABELS)  # as if named angry/, sad/
+    report = dataset.skip_report()
+    assert report.startswith("--skip-bad: skipped 1 bad file or folder (first: ")
+    assert "train/contempt: unknown class folder" in report and report.endswith("its 3 images left out)")
+    # a folder of class folders under other names is still one split, train
+    only = write_folders(tmp_path / "ck", {"x": (TRAIN_IMAGES, TRAIN_LABELS)}) / "x"
+    (only / "surprise").rename(only / "surprised")
+    assert list(load_dataset(only).splits) == ["train"]
+
+
 def test_thread_pool_and_single_thread_decode_alike(tmp_path):
     root = write_folders(tmp_path / "data")
     paths = sorted(str(p) for p in root.rglob("*.png"))

@@ -118,6 +118,7 @@ def test_top_activating_images_are_the_strongest(synthetic):
 def test_image_choice_and_class_names():
     labels = np.array([0, 1, 2, 2, 2, 3])
     assert workflows.class_index("Fear") == 2 and workflows.class_index("6") == 6
+    assert workflows.class_index("Anger") == 0 and workflows.class_index("sadness") == 4  # CK+'s names
     with pytest.raises(FerkerasError, match="--class happyy: unknown class; did you mean 'happy'"):
         workflows.class_index("happyy")
     chosen = workflows.pick_images(labels, 2, class_name="fear")

@@ -5,8 +5,9 @@ Layouts: the original fer2013.csv (emotion,pixels,Usage), the course-homework CS
 class/*.jpg: one split named train), and generated synthetic faces. Decoded real data is cached
 as .npz under cache_dir(), keyed by the files' paths, sizes and mtimes. Every bad input raises
 FerkerasError naming the file (and 1-based line for CSVs); with skip_bad, bad rows, unreadable
-images, photos with no face found and empty class folders are passed over instead and listed in
-Dataset.skipped.
+images, photos with no face found, empty class folders and those of other expressions (contempt)
+are passed over instead and listed in Dataset.skipped. Class folders may carry other data sets'
+names for the seven classes (spec.CLASS_SYNONYMS: CK+'s anger, sadness).
 
 One module per layout (csvfile, folders), the cache they share (cache) and the records and
 splits every stage uses (splits); this one dispatches a path to its loader.

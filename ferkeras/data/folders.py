@@ -1,6 +1,7 @@
 """Kaggle-style image folders (split/class/*.jpg, or class/*.jpg: one split named train), each image
 decoded to a 48x48 gray face: a 48x48 image as it is, any other one's largest face found and cropped
-as predict crops a photo's; the decoded arrays are cached (ferkeras.data.cache)."""
+as predict crops a photo's; the decoded arrays are cached (ferkeras.data.cache). A class folder may
+carry another data set's name for its class (spec.class_of_name: anger/, sadness/)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from ferkeras.data.cache import cache_path, read_cache, write_cache
 from ferkeras.data.splits import Dataset, Split
 from ferkeras.errors import FerkerasError
-from ferkeras.spec import CLASS_NAMES, IMAGE_SIZE
+from ferkeras.spec import CLASS_NAMES, CLASS_SYNONYMS, IMAGE_SIZE, class_of_name
 
 _IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}  # OS litter beside real data
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
@@ -32,7 +33,7 @@ def load_folders(root: Path, skipped: list[str] | None, keep_faceless: bool = Fa
     split's images decoded (or read from the cache) with their files; skipped and keep_faceless
     as in load_dataset."""
     subdirs = _visible_subdirs(root)
-    if any(name.lower() in CLASS_NAMES for name in subdirs):
+    if any(class_of_name(name) is not None for name in subdirs):
         # root holds class folders: one split, named train (whatever the folder's name) so that
         # a folder of one's own photos trains and evaluates like any other data
         split_dirs = {"train": root}
@@ -102,6 +103,11 @@ def _ignored(name: str) -> bool:
     return name.startswith(".") or name in _IGNORED_NAMES
 
 
+def _count_files(folder: Path) -> int:
+    with os.scandir(folder) as entries:
+        return sum(1 for e in entries if not _ignored(e.name) and not e.is_dir())
+
+
 def _list_split(folder: Path, root: Path, stamp: list,
                 skipped: list[str] | None = None) -> tuple[list[str], list[int]]:
     """Image paths and labels of one split folder, in sorted order; appends to the cache stamp."""
@@ -111,12 +117,20 @@ def _list_split(folder: Path, root: Path, stamp: list,
                             f"{', '.join(CLASS_NAMES)})")
     paths: list[str] = []
     labels: list[int] = []
+    known = []
     for name in class_dirs:
-        if name.lower() not in CLASS_NAMES:
-            raise FerkerasError(f"{folder / name}: unknown class folder {name!r} "
-                                f"(expected one of {', '.join(CLASS_NAMES)})")
-    for name in sorted(class_dirs, key=lambda n: CLASS_NAMES.index(n.lower())):  # label order
-        label = CLASS_NAMES.index(name.lower())
+        if class_of_name(name) is not None:
+            known.append(name)
+            continue
+        problem = (f"{folder / name}: unknown class folder {name!r} (expected one of "
+                   f"{', '.join(CLASS_NAMES)}, or {', '.join(CLASS_SYNONYMS)})")
+        if skipped is None:
+            raise FerkerasError(problem + "; --skip-bad passes over it")
+        # an expression none of the seven classes is (CK+'s contempt): its images are left out
+        skipped.append(f"{problem}: its {_count_files(folder / name):,} images left out")
+    # label order; two names of one class (sad/, sadness/) in name order
+    for name in sorted(known, key=lambda n: (class_of_name(n), n)):
+        label = class_of_name(name)
         relative = os.path.relpath(folder / name, root)
         count = len(paths)
         with os.scandir(folder / name) as entries:

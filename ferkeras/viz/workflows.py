@@ -18,7 +18,7 @@ from ferkeras.errors import FerkerasError
 from ferkeras.evaluate import RUN_VALIDATION, Source, load_source, predict
 from ferkeras.plotting import save_figure
 from ferkeras.runs import SHIPPED, find_model, find_run, is_shipped, read_history, run_of_model
-from ferkeras.spec import CLASS_NAMES
+from ferkeras.spec import CLASS_NAMES, class_of_name
 from ferkeras.viz.figures import history_figure
 from ferkeras.viz.filters import (
     DEFAULT_TOP_K,
@@ -38,12 +38,13 @@ SALIENCY_IMAGES = 5  # images drawn at random when none are named
 
 
 def class_index(name: str, flag: str = "--class") -> int:
-    """A class given by name (any case) or number -> its index, with a suggestion for typos."""
+    """A class by name (any case, or a synonym: anger) or number -> its index; typos get a hint."""
     text = str(name).strip().lower()
     if text.isdigit() and int(text) < len(CLASS_NAMES):
         return int(text)
-    if text in CLASS_NAMES:
-        return CLASS_NAMES.index(text)
+    index = class_of_name(text)
+    if index is not None:
+        return index
     raise FerkerasError(f"{flag} {name}: unknown class{did_you_mean(text, CLASS_NAMES)} "
                         f"(classes: {', '.join(CLASS_NAMES)}, or 0..{len(CLASS_NAMES) - 1})")
 
@@ -92,9 +93,8 @@ def read_image_files(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, np
             detector = detector or make_detector()
             face = largest_face_crop(rgb, gray, detector)
         faces.append(face if face is not None else crop_face(gray, (0, 0, gray.shape[1], gray.shape[0])))
-    folders = [Path(p).parent.name.lower() for p in paths]
-    labels = (np.array([CLASS_NAMES.index(f) for f in folders])
-              if all(f in CLASS_NAMES for f in folders) else None)
+    folder_classes = [class_of_name(Path(p).parent.name) for p in paths]
+    labels = np.array(folder_classes) if None not in folder_classes else None
     return np.stack(faces), labels
 
 
