@@ -4,9 +4,9 @@ CLASS_NAMES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "sur
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIZE = 48  # FER2013's faces are 48x48 gray
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # what every model takes: raw 0-255 gray pixels
-# The names other data sets give the same expressions, read as these classes: CK+'s and
-# AffectNet's folders say anger and sadness; a common Kaggle copy of FER2013, disgusted, fearful and
-# surprised. Other expressions (CK+'s and AffectNet's contempt) are none of the seven.
+# The names other data sets give the same expressions, read as these classes: CK+'s folders say
+# anger and sadness; a common Kaggle copy of FER2013, disgusted, fearful and surprised. Other
+# expressions (CK+'s contempt) are none of the seven.
 CLASS_SYNONYMS: dict[str, str] = {"anger": "angry", "disgusted": "disgust", "fearful": "fear",
                                   "afraid": "fear", "happiness": "happy", "sadness": "sad",
                                   "surprised": "surprise"}
