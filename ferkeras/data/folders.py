@@ -117,11 +117,8 @@ def _list_split(folder: Path, root: Path, stamp: list,
                             f"{', '.join(CLASS_NAMES)})")
     paths: list[str] = []
     labels: list[int] = []
-    known = []
-    for name in class_dirs:
-        if class_of_name(name) is not None:
-            known.append(name)
-            continue
+    classes = {name: class_of_name(name) for name in class_dirs}
+    for name in (name for name, label in classes.items() if label is None):
         problem = (f"{folder / name}: unknown class folder {name!r} (expected one of "
                    f"{', '.join(CLASS_NAMES)}, or {', '.join(CLASS_SYNONYMS)})")
         if skipped is None:
@@ -129,8 +126,7 @@ def _list_split(folder: Path, root: Path, stamp: list,
         # an expression none of the seven classes is (CK+'s contempt): its images are left out
         skipped.append(f"{problem}: its {_count_files(folder / name):,} images left out")
     # label order; two names of one class (sad/, sadness/) in name order
-    for name in sorted(known, key=lambda n: (class_of_name(n), n)):
-        label = class_of_name(name)
+    for label, name in sorted((label, name) for name, label in classes.items() if label is not None):
         relative = os.path.relpath(folder / name, root)
         count = len(paths)
         with os.scandir(folder / name) as entries:
