@@ -18,6 +18,8 @@ landmarks frame it (FaceRecognizer.reframe), the two averaged; the rows ", as is
 crops as they are only, side by side. "crop 100" and "crop 224" are the face enlarged to the
 whole image, as other data sets' crops come, and detected as predict detects any image but a
 48x48 one. The crops are not in the photos' mean.
+predict brings a crop lit darker, brighter or flatter than any training face to the edge of their
+range (FaceRecognizer.light); --as-lit adds each model read without that, ", as lit", beside it.
 
 Printed per model and condition: faces found, accuracy and balanced accuracy (the mean of the
 per-class recalls) of the answers, the worst class's recall, macro F1, and the expected
@@ -160,9 +162,11 @@ def answers(labels: np.ndarray, probs: np.ndarray, found: np.ndarray) -> dict:
 
 
 def run(models: list[str], data: str, split_name: str, n: int, detector: str, tta: str,
-        conditions: list[str], seed: int = 0, min_face: int | None = None, framed: bool = True) -> dict:
+        conditions: list[str], seed: int = 0, min_face: int | None = None, framed: bool = True,
+        as_lit: bool = False) -> dict:
     """Every model's figures under every condition: {condition: {model: answers(...)}}; framed
-    False: without predict's second search in a border (Detector.framed), for a before/after."""
+    False: without predict's second search in a border (Detector.framed), for a before/after;
+    as_lit: each model also as "<model>, as lit", its crops read without predict's light clamp."""
     from ferkeras.data import load_dataset
     from ferkeras.media.detectors import make_detector
     from ferkeras.predict import FaceRecognizer
@@ -175,6 +179,9 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
     predicts = make_detector(detector, min_face=min_face)
     shared = make_detector(detector, min_face=min_face, fallback=None)
     recognizers = {m: FaceRecognizer(m, detector=shared, tta=tta) for m in models}
+    if as_lit:
+        recognizers.update({f"{m}, as lit": FaceRecognizer(recognizers[m].runner, detector=shared, tta=tta,
+                                                           light=False) for m in models})
     first = recognizers[models[0]]
     backup = (FaceRecognizer(first.runner, detector=predicts.fallback, tta=tta)
               if framed and predicts.fallback is not None else None)
@@ -221,8 +228,9 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
     return results
 
 
-def report(results: dict, models: list[str]) -> None:
+def report(results: dict) -> None:
     """The table of figures, per condition and model, and each model's fall from crops to photos."""
+    models = list(next(iter(results.values())))
     print(f"\n{'condition':17} {'model':28} {'found':>6} {'accuracy':>9} {'balanced':>9} "
           f"{'macro F1':>9} {'ECE':>6}  worst class")
     for condition, by_model in results.items():
@@ -258,6 +266,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-framed", action="store_true", help="leave out predict's second search "
                         "in a border where a frame shows no face (the same frames, for a before/after)")
+    parser.add_argument("--as-lit", action="store_true", help="each model also read without predict's "
+                        "light clamp (FaceRecognizer.light), side by side")
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
     conditions = [c for c in args.conditions.split(",") if c]
@@ -265,8 +275,8 @@ def main() -> None:
     if unknown:
         parser.error(f"--conditions: {', '.join(unknown)} not among {', '.join(CONDITIONS)}")
     results = run(models, args.data, args.split, args.images, args.detector, args.tta, conditions,
-                  args.seed, args.min_face, framed=not args.no_framed)
-    report(results, models)
+                  args.seed, args.min_face, framed=not args.no_framed, as_lit=args.as_lit)
+    report(results)
 
 
 if __name__ == "__main__":

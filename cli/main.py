@@ -1,29 +1,24 @@
 """`ferkeras` commands. Each parses its flags and makes one library call; logic lives in ferkeras/.
 
-Past 400 lines only because each command declares its flags, with their help, here."""
+Here the group, the entry point and the commands of the model's stages (train, evaluate, viz,
+report, export, ...); predict and serve in apps.py; the flags several commands share in options.py."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
 import sys
-import typing
 
 import click
 
 import ferkeras
-from ferkeras.config import ARCHITECTURES, RUNS_DIR, TrainConfig, flag_of, resume_options
-from ferkeras.errors import FerkerasError, import_tensorflow
+from ferkeras.config import ARCHITECTURES, TrainConfig, resume_options
+from ferkeras.errors import FerkerasError
 from ferkeras.gradients import TRIALS
 from ferkeras.media.detect import DETECTORS
 from ferkeras.media.detectors import DEFAULT_DETECTOR
 from ferkeras.predict import DEFAULT_TTA
 from ferkeras.report import FORMATS, ReportSettings
 from ferkeras.runners import TTA_METHODS
-from ferkeras.serve import DEFAULT_HOST, DEFAULT_PORT
-from ferkeras.service import DEFAULT_MAX_LATENCY, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE
-from ferkeras.video import DEFAULT_SCAN_EVERY, DEFAULT_SMOOTH
 from ferkeras.viz import (
     ALL_FILTERS,
     DEFAULT_METHOD,
@@ -34,42 +29,18 @@ from ferkeras.viz import (
 )
 from ferkeras.viz.workflows import SALIENCY_IMAGES
 
-
-@contextlib.contextmanager
-def quiet_tensorflow_startup():
-    """Import TensorFlow and probe its devices first, at start-up, before any thread exists, with
-    their C++ log lines (oneDNN notice, CUDA probing) hidden; then run the block."""
-    import_tensorflow()
-    yield
-
-
-def config_options(command):
-    """Add one click option per TrainConfig field, so the flags and config.json never drift."""
-    hints = typing.get_type_hints(TrainConfig)
-    for f in reversed(dataclasses.fields(TrainConfig)):
-        flag = flag_of(f.name)
-        kind = typing.get_args(hints[f.name])[0] if typing.get_args(hints[f.name]) else hints[f.name]
-        choices = f.metadata.get("choices")
-        if kind is bool:
-            option = click.option(flag, is_flag=True, default=f.default, help=f.metadata["help"])
-        else:
-            option = click.option(flag, f.name, type=click.Choice(choices) if choices else kind,
-                                  default=f.default, show_default=f.default is not None,
-                                  help=f.metadata["help"])
-        command = option(command)
-    return command
-
-
-def runs_dir_option(command):
-    """--runs-dir: where run folders are looked up (and, for train, made)."""
-    return click.option("--runs-dir", default=RUNS_DIR, show_default=True,
-                        help="folder of run folders")(command)
+from .apps import predict, serve
+from .options import config_options, quiet_tensorflow_startup, runs_dir_option, source_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(ferkeras.__version__, prog_name="ferkeras")
 def cli() -> None:
     """Facial expression recognition on FER2013 with the reference's compact CNN."""
+
+
+cli.add_command(predict)
+cli.add_command(serve)
 
 
 @cli.command()
@@ -114,22 +85,6 @@ def summary(model: str | None, channels: str, arch: str, runs_dir: str) -> None:
     click.echo(f"{total:,} parameters, {frozen:,} of them non-trainable (BatchNorm statistics)")
 
 
-def source_options(command):
-    """RUN and the flags that pick the model, its images and where figures go (evaluate, viz)."""
-    for option in reversed([
-        click.argument("run", required=False),
-        click.option("--data", help="use this data instead of the run's own (FER2013 path or "
-                     "synthetic); needed with a bare .keras file"),
-        click.option("--split", help="val (the run's validation data, default), or a split of "
-                     "the data: train, test, private_test"),
-        click.option("--out", type=click.Path(file_okay=False), help="output folder "
-                     "(default: RUN/viz/)"),
-        runs_dir_option,
-    ]):
-        command = option(command)
-    return command
-
-
 @cli.command()
 @source_options
 @click.option("--tta", is_flag=True, help="also test-time augmentation (mean with the mirror image)")
@@ -144,9 +99,10 @@ def source_options(command):
               f"detector (default {DEFAULT_DETECTOR})")
 @click.option("--no-align", is_flag=True, help="with --pipeline: as predict --no-align")
 @click.option("--no-reframe", is_flag=True, help="with --pipeline: as predict --no-reframe")
+@click.option("--no-light", is_flag=True, help="with --pipeline: as predict --no-light")
 def evaluate(run: str | None, data: str | None, split: str | None, out: str | None, runs_dir: str,
              tta: bool, tta_shifts: bool, skip_bad: bool, pipeline: bool, detector: str | None,
-             no_align: bool, no_reframe: bool) -> None:
+             no_align: bool, no_reframe: bool, no_light: bool) -> None:
     """Accuracy, per-class F1, confusion matrix.
 
     Of RUN (a run name or folder, or a .keras file; default: the latest run), on its validation
@@ -157,7 +113,8 @@ def evaluate(run: str | None, data: str | None, split: str | None, out: str | No
     tta_method = "shifts" if tta_shifts else "flip" if tta else None
     if not pipeline:
         given = [flag for flag, value in (("--detector", detector), ("--no-align", no_align),
-                                          ("--no-reframe", no_reframe)) if value]
+                                          ("--no-reframe", no_reframe), ("--no-light", no_light))
+                 if value]
         if given:
             raise click.UsageError(f"{given[0]}: only with --pipeline (predict's reading of each image)")
         with quiet_tensorflow_startup():
@@ -171,7 +128,7 @@ def evaluate(run: str | None, data: str | None, split: str | None, out: str | No
 
     evaluate_pipeline(run, data=data, split=split, tta=tta_method, out=out, runs_dir=runs_dir,
                       echo=click.echo, skip_bad=skip_bad, detector=detector or DEFAULT_DETECTOR,
-                      align=not no_align, reframe=not no_reframe)
+                      align=not no_align, reframe=not no_reframe, light=not no_light)
 
 
 @cli.group()
@@ -349,122 +306,6 @@ def export_command(run: str | None, tflite: bool, quantize: tuple[str, ...], out
         click.echo(f"Error: parity check failed: {'; '.join(result.failures)} "
                    f"(kept in {result.rejected}/; --no-verify exports anyway)", err=True)
         click.get_current_context().exit(1)
-
-
-@cli.command()
-@click.argument("inputs", nargs=-1, type=click.Path())
-@click.option("--camera", type=int, metavar="N", help="analyse camera N (0: the first) instead of files")
-@click.option("--model", help="shipped (the model installed with ferkeras), large (the large one "
-              "installed beside it: more accurate, 7x the computation), ensemble (the two as one: "
-              "the most accurate), a .tflite or .keras file, a SavedModel folder or a run "
-              "(default: the latest run, else ensemble)")
-@click.option("--detector", type=click.Choice(DETECTORS), default=DEFAULT_DETECTOR, show_default=True,
-              help="face detector: blazeface (MediaPipe's BlazeFace: fast, finds more, aligns by the "
-              "eyes), haar (OpenCV's Haar cascade, fer's) or mtcnn (aligns; slower)")
-@click.option("--no-align", is_flag=True,
-              help="with blazeface or mtcnn: frame the face by its landmarks without turning it "
-              "(eyes not levelled)")
-@click.option("--min-face", type=int, metavar="PIXELS",
-              help="the smallest face to search for (blazeface's default: a tenth of the image's "
-              "longer side, at least 48; smaller finds crowds of small faces, in more time)")
-@click.option("--tta", type=click.Choice(tuple(TTA_METHODS)), default=DEFAULT_TTA, show_default=True,
-              help="test-time augmentation of each face: none, flip (its mirror too), shifts (10 views)")
-@click.option("--json", "as_json", is_flag=True, help="print JSON (images: a list; video: JSON lines, "
-              "one record per face per frame)")
-@click.option("--annotate", metavar="OUT", type=click.Path(),
-              help="draw boxes and labels: OUT.jpg or a folder (images), OUT.mp4 (video)")
-@click.option("--csv", "csv_path", metavar="FILE", type=click.Path(dir_okay=False),
-              help="video: one row per face per frame (frame, time, track, box, label, probabilities)")
-@click.option("--every", type=int, metavar="N", help="video: analyse every Nth frame")
-@click.option("--fps", type=float, metavar="F", help="video: analyse about F frames per second")
-@click.option("--max-frames", type=int, metavar="N", help="video: stop after N analysed frames")
-@click.option("--smooth", type=float, default=DEFAULT_SMOOTH, show_default=True, metavar="A",
-              help="video: moving average of each face's probabilities, new = A x frame + (1 - A) x "
-              "old (1: none)")
-@click.option("--scan-every", type=int, default=DEFAULT_SCAN_EVERY, show_default=True, metavar="N",
-              help="video: search the whole frame for new faces every N analysed frames, and near "
-              "the tracked faces in between (1: the whole frame every time; faces under a tenth of "
-              "it, every 10 frames)")
-@click.option("--no-detect", is_flag=True, help="images: classify each whole image as one face crop")
-@click.option("--no-reframe", is_flag=True, help="48x48 face crops: read each as it is only, not also "
-              "as its landmarks frame it (found by --detector; the two views' answers averaged)")
-@runs_dir_option
-def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, detector: str, no_align: bool,
-            min_face: int | None, tta: str, as_json: bool, annotate: str | None, csv_path: str | None,
-            every: int | None, fps: float | None, max_frames: int | None, smooth: float, scan_every: int,
-            no_detect: bool, no_reframe: bool, runs_dir: str) -> None:
-    """Label the expression of each face in photos, folders, a video, a stream URL or a camera."""
-    from ferkeras import predict as prediction
-    from ferkeras import video
-    from ferkeras.media.frames import VideoSource, video_source
-    from ferkeras.runners import needs_tensorflow
-
-    source = video_source(inputs, camera)
-    if source is None and not inputs:
-        raise click.UsageError("give images, folders, a video or a stream URL, or --camera N")
-    # A bad video, camera or flag fails here, before a model loads and before any output.
-    opened = VideoSource(source, every, fps, max_frames) if source is not None else None
-    with opened or contextlib.nullcontext() as clip:
-        if needs_tensorflow(model, runs_dir) or detector == "mtcnn":
-            with quiet_tensorflow_startup():
-                import tensorflow  # noqa: F401
-        recognizer = prediction.FaceRecognizer(model, detector, align=not no_align, tta=tta,
-                                               runs_dir=runs_dir, reframe=not no_reframe,
-                                               min_face=min_face)
-        if clip is None:
-            results = prediction.predict(inputs, recognizer, runs_dir, detect=False if no_detect else None,
-                                         annotate=annotate)
-            click.echo(prediction.to_json(results) if as_json else prediction.format_table(results))
-            click.echo(recognizer.runner.describe(), err=True)
-            return
-        summary = video.predict_video(clip, recognizer, smooth=smooth, scan_every=scan_every,
-                                      csv_path=csv_path, json_out=sys.stdout if as_json else None,
-                                      annotate=annotate,
-                                      progress=sys.stderr.isatty())
-    # The model's line comes with the results, so a bad input's error stays the only line.
-    click.echo(recognizer.runner.describe(), err=True)
-    click.echo(summary.format(), err=as_json)
-
-
-@cli.command()
-@click.option("--model", help="shipped, large, ensemble, a .tflite or .keras file, a SavedModel "
-              "folder or a run (default: the latest run, else ensemble)")
-@click.option("--host", default=DEFAULT_HOST, show_default=True,
-              help="address to listen on (0.0.0.0: every network this machine is on)")
-@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="port to listen on")
-@click.option("--detector", type=click.Choice(DETECTORS), default=DEFAULT_DETECTOR, show_default=True,
-              help="face detector")
-@click.option("--min-face", type=int, metavar="PIXELS",
-              help="the smallest face to search for (as predict's --min-face)")
-@click.option("--tta", type=click.Choice(tuple(TTA_METHODS)), default=DEFAULT_TTA, show_default=True,
-              help="test-time augmentation of each face")
-@click.option("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, show_default=True,
-              help="largest image accepted; larger uploads get 413")
-@click.option("--workers", type=click.IntRange(min=1), help="inference threads, each with its own "
-              "model interpreter and detector (default: one per core)")
-@click.option("--queue", type=click.IntRange(min=0), default=DEFAULT_QUEUE, show_default=True,
-              help="requests waiting for a worker at most; more get 503 with Retry-After")
-@click.option("--max-latency", type=click.FloatRange(min=0), default=DEFAULT_MAX_LATENCY, show_default=True,
-              help="seconds: a request expected to take longer (its wait for a worker, then its own "
-              "time) gets 503 at once; 0: only --queue bounds the wait")
-@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="uvicorn processes on the one port, each with its own workers and queue "
-              "(default workers: the cores shared out)")
-@runs_dir_option
-def serve(model: str | None, host: str, port: int, detector: str, min_face: int | None, tta: str,
-          max_upload_mb: float, workers: int | None, queue: int, max_latency: float, processes: int,
-          runs_dir: str) -> None:
-    """Serve a JSON API (/api/predict) and a live webcam page (/) on FastAPI and uvicorn."""
-    from ferkeras import serve as serving
-    from ferkeras.runners import needs_tensorflow
-
-    if needs_tensorflow(model, runs_dir) or detector == "mtcnn":
-        with quiet_tensorflow_startup():
-            import tensorflow  # noqa: F401
-    settings = serving.ServeSettings(model=model, detector=detector, min_face=min_face, tta=tta,
-                                     max_upload_mb=max_upload_mb, runs_dir=runs_dir, workers=workers,
-                                     queue=queue, max_latency=max_latency)
-    serving.serve(settings, host=host, port=port, echo=click.echo, processes=processes)
 
 
 def main() -> None:

@@ -67,14 +67,14 @@ class Source:
 
 def load_source(run: str | os.PathLike | None = None, data: str | None = None,
                 split: str | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
-                skip_bad: bool = False, keep_faceless: bool = False) -> Source:
+                skip_bad: bool = False, decode: bool = True) -> Source:
     """Resolve RUN (run name/folder, .keras file, or None = latest run) and the images to use.
 
     Without data/split this is the run's validation data, exactly as training split it; so is
     data when it is the run's own (however its path is spelled). Other data replaces the source
     (see other_data_split); split names a split ("val" = the run's validation data, "train",
     "test", ...). skip_bad passes over bad rows and images of data, as the run's own --skip-bad
-    does for its data; keep_faceless keeps photos with no face found (load_dataset).
+    does for its data; decode False lists image folders without decoding them (load_dataset).
     """
     model_path = find_model(run, runs_dir, shipped_fallback=data is not None)
     # A run's model.keras, or a .keras file inside a run folder (last.keras): the run's config.
@@ -98,7 +98,7 @@ def load_source(run: str | os.PathLike | None = None, data: str | None = None,
         # Results on other data go to a folder of their own, never over the run's own ones.
         out_dir = run_dir / "viz" / (Path(str(data)).name.replace(":", "_") or "data")
     dataset = load_run_data(options, data, skip_bad or (same_data and options.get("skip_bad", False)),
-                            keep_faceless)
+                            decode)
     split_name = split or RUN_VALIDATION
     if split_name == RUN_VALIDATION:
         chosen = (split_as_run(dataset, options)[1] if same_data

@@ -3,10 +3,10 @@
 Each image's answer is its largest face's: found by the detector, cropped and classified (a 48x48
 image is taken as a crop, read as it is and as its landmarks frame it), as a user of `predict`,
 `serve` or `compat` gets it. An image where no face is found gets no answer and counts wrong.
-Folder data is read from its files, as their makers saved them (ferkeras.evaluate decodes them to
-48x48 at once, which is what the model sees of a crop, not of a photo); FER2013's CSV rows are
-48x48 crops already. The metrics, matrices and figures are evaluate's, under `<split>_pipeline`,
-with one row per image in answers_<split>_pipeline.csv.
+Folder data is listed, not decoded, and each image read once from its file, as its maker saved it
+(ferkeras.evaluate decodes them to 48x48 at once, which is what the model sees of a crop, not of
+a photo); FER2013's CSV rows are 48x48 crops already. The metrics, matrices and figures are
+evaluate's, under `<split>_pipeline`, with one row per image in answers_<split>_pipeline.csv.
 """
 
 from __future__ import annotations
@@ -35,23 +35,33 @@ from ferkeras.spec import CLASS_NAMES
 PIPELINE_SUFFIX = "_pipeline"  # evaluate's file names, told apart from the model's own figures
 
 
-def split_pictures(split: Split) -> Iterator[np.ndarray]:
-    """Each image of a split as RGB, as predict would get it: from its file where it has one."""
-    if split.files is not None:
-        for path in split.files:
-            yield read_image(path)
-    else:
+def split_pictures(split: Split, skipped: list[str] | None = None) -> Iterator[np.ndarray | None]:
+    """Each image of a split as RGB, as predict would get it: from its file where it has one.
+    skipped: a list that collects each unreadable file's error, its picture None, instead of
+    stopping at the first."""
+    if split.files is None:
         for gray in split.images:
             yield as_rgb(gray)
+        return
+    for path in split.files:
+        try:
+            yield read_image(path)
+        except FerkerasError as error:
+            if skipped is None:
+                raise
+            skipped.append(str(error))
+            yield None
 
 
-def read_largest_faces(pictures: Iterator[np.ndarray], recognizer: FaceRecognizer,
+def read_largest_faces(pictures: Iterator[np.ndarray | None], recognizer: FaceRecognizer,
                        tta_methods: tuple[str, ...] = ("none", DEFAULT_TTA),
-                       ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Each picture's largest face's probabilities under each TTA method (zeros where no face was
-    found), and how many faces each picture showed; the faces are classified in batches."""
+    found), how many faces each picture showed, and which pictures were read: a None picture (an
+    unreadable file, passed over) is left out of the other two. The faces are classified in batches."""
     probabilities: dict[str, list[np.ndarray]] = {method: [] for method in tta_methods}
     faces: list[int] = []
+    read: list[bool] = []
     pending: list[FoundFaces | None] = []
 
     def flush() -> None:
@@ -63,6 +73,9 @@ def read_largest_faces(pictures: Iterator[np.ndarray], recognizer: FaceRecognize
         pending.clear()
 
     for picture in pictures:
+        read.append(picture is not None)
+        if picture is None:
+            continue
         found = recognizer.find(picture, detect=None)
         faces.append(len(found.detections))
         pending.append(found.largest())
@@ -70,7 +83,8 @@ def read_largest_faces(pictures: Iterator[np.ndarray], recognizer: FaceRecognize
             flush()
     flush()
     return ({method: np.array(p, dtype=np.float64).reshape(-1, len(recognizer.labels))
-             for method, p in probabilities.items()}, np.array(faces, dtype=np.int64))
+             for method, p in probabilities.items()},
+            np.array(faces, dtype=np.int64), np.array(read, dtype=bool))
 
 
 def answers_csv(names: list[str], labels: np.ndarray, probs: np.ndarray, faces: np.ndarray,
@@ -91,34 +105,42 @@ def evaluate_pipeline(run: str | os.PathLike | None = None, data: str | None = N
                       split: str | None = None, tta: str | None = None,
                       out: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
                       echo: Echo = print, skip_bad: bool = False, detector: str = DEFAULT_DETECTOR,
-                      align: bool = True, reframe: bool = True) -> dict:
+                      align: bool = True, reframe: bool = True, light: bool = True) -> dict:
     """Evaluate a model on labelled images read as predict reads them (see the module); write
     evaluate's files under <split>_pipeline and the answers CSV; return the metrics.
 
     run: as evaluate takes it, and the model predict would use where there is no run; tta: the
-    second reading's method (default predict's, flip), beside one view; detector, align, reframe:
-    predict's options.
+    second reading's method (default predict's, flip), beside one view; detector, align, reframe,
+    light: predict's options.
     """
     method = tta_method(tta) or DEFAULT_TTA
     if run is None and not has_runs(runs_dir):
         run = RECOGNITION_DEFAULT  # what predict reads with
-    # a photo with no face found stays: it is read from its file, and answered with nothing
-    source = load_source(run, data, split, runs_dir, skip_bad, keep_faceless=True)
+    # folders listed, not decoded: each file is read once, below, as predict reads it (a photo
+    # with no face found stays, answered with nothing)
+    source = load_source(run, data, split, runs_dir, skip_bad, decode=False)
     if source.skip_report:
         echo(source.skip_report)
-    recognizer = FaceRecognizer(run, detector, align, runs_dir=runs_dir, reframe=reframe)
-    labels = source.split.labels
+    recognizer = FaceRecognizer(run, detector, align, runs_dir=runs_dir, reframe=reframe, light=light)
     where = "their files" if source.split.files is not None else "48x48 crops"
-    echo(f"Reading {len(labels):,} images ({source.split_name} split of {source.data}; {where}) as "
+    echo(f"Reading {len(source.split):,} images ({source.split_name} split of {source.data}; {where}) as "
          f"predict does: {recognizer.runner.describe()}, detector {detector}")
-    readings, faces = read_largest_faces(split_pictures(source.split), recognizer, ("none", method))
+    unreadable: list[str] | None = [] if skip_bad else None
+    # kept: every image but the unreadable files that --skip-bad passed over
+    readings, faces, kept = read_largest_faces(split_pictures(source.split, unreadable), recognizer,
+                                               ("none", method))
+    if unreadable:
+        echo(f"--skip-bad: skipped {len(unreadable)} unreadable image file"
+             f"{'s' if len(unreadable) != 1 else ''} (first: {unreadable[0]})")
+    labels = source.split.labels[kept]
     found, several = faces > 0, int((faces > 1).sum())
     if not found.any():
         raise FerkerasError(f"{source.data}: no face found in any of its {len(labels):,} images "
                             f"(detector {detector}); nothing to score")
     result = {"model": recognizer.runner.name, "data": source.data,
               "split": source.split_name + PIPELINE_SUFFIX,
-              "pipeline": {"detector": detector, "align": align, "reframe": reframe, "read": where,
+              "pipeline": {"detector": detector, "align": align, "reframe": reframe, "light": light,
+                           "read": where,
                            "images": len(labels), "faces_found": int(found.sum()),
                            "several_faces": several},
               **compute_metrics(labels, readings["none"], answered=found),
@@ -129,8 +151,8 @@ def evaluate_pipeline(run: str | os.PathLike | None = None, data: str | None = N
          f"({several:,} with several: the largest answers)")
     paths = write_evaluation(result, out_dir, recognizer.runner.name, echo)
     # each file as the data folder names it (happy/img1.jpg), else the split's image number
-    names = ([os.path.relpath(f, source.data) for f in source.split.files] if source.split.files is not None
-             else [f"{source.split_name}[{i}]" for i in range(len(labels))])
+    names = ([os.path.relpath(f, source.data) for f in source.split.files[kept]]
+             if source.split.files is not None else [f"{source.split_name}[{i}]" for i in range(len(labels))])
     answers = out_dir / f"answers_{result['split']}.csv"
     write_text_atomic(answers, answers_csv(names, labels, readings[method], faces))
     echo(f"  {answers}")

@@ -163,15 +163,15 @@ def read_history(run_dir: str | os.PathLike) -> list[dict]:
 # ---------------------------------------------------------------------------- the run's data
 
 def load_run_data(options: dict, data: str | None = None, skip_bad: bool = False,
-                  keep_faceless: bool = False) -> Dataset:
+                  decode: bool = True) -> Dataset:
     """The dataset a run trained on (its options), or data instead; the run's --skip-bad holds
-    for its own data (keep_faceless: as load_dataset)."""
+    for its own data (decode: as load_dataset)."""
     from ferkeras.data import load_dataset  # lazy: numpy and Pillow only when data is loaded
 
     same_data = data is None or data == options.get("data")
     return load_dataset(options.get("data") if data is None else data,
                         skip_bad=skip_bad or (same_data and options.get("skip_bad", False)),
-                        keep_faceless=keep_faceless)
+                        decode=decode)
 
 
 def split_as_run(dataset: Dataset, options: dict) -> tuple[Split, Split]:

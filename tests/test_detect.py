@@ -9,7 +9,15 @@ import pytest
 from conftest import run_main
 
 from ferkeras.errors import FerkerasError
-from ferkeras.media.crop import EYE_ROW, crop_detection, crop_face, crop_landmarks
+from ferkeras.media.crop import (
+    EYE_ROW,
+    TRAIN_MEAN_RANGE,
+    TRAIN_STD_RANGE,
+    clamp_light,
+    crop_detection,
+    crop_face,
+    crop_landmarks,
+)
 from ferkeras.media.detect import Detector, HaarDetector, iou
 from ferkeras.media.detectors import make_detector
 from ferkeras.media.faces import Detection
@@ -136,6 +144,40 @@ def test_crop_without_landmarks_is_the_box_resized():
     for align in (True, False):
         np.testing.assert_array_equal(crop_detection(gray, Detection(box), align), expected)
     np.testing.assert_array_equal(crop_detection(gray, Detection(box)), crop_face(gray, box))
+
+
+def test_clamp_light_brings_only_faces_lit_outside_the_training_range_to_its_edge():
+    """grace_hopper.jpg's face as it is lit stays byte for byte; flattened, darkened or blank, it
+    gets the nearest brightness and contrast that training faces have, its pattern kept."""
+    face = crop_face(to_gray(read_image(GRACE_HOPPER)), GRACE_FACE)
+    assert TRAIN_MEAN_RANGE[0] < face.mean() < TRAIN_MEAN_RANGE[1]
+    assert TRAIN_STD_RANGE[0] < face.std() < TRAIN_STD_RANGE[1]
+    flat = np.rint(128 + 0.2 * (face - 128.0)).astype(np.uint8)
+    dark = np.rint(face * 0.15).astype(np.uint8)
+    batch = np.stack([face, flat, dark, np.zeros_like(face)])
+    light = clamp_light(batch)
+    assert light.dtype == np.uint8 and light.shape == batch.shape
+    np.testing.assert_array_equal(light[0], face)
+    # flattened: its brightness kept, its contrast raised to the least of the training faces'
+    assert abs(light[1].mean() - flat.mean()) < 0.5 and abs(light[1].std() - TRAIN_STD_RANGE[0]) < 0.5
+    # darkened: both raised to the range's edge
+    assert abs(light[2].mean() - TRAIN_MEAN_RANGE[0]) < 0.5 and abs(light[2].std() - TRAIN_STD_RANGE[0]) < 0.5
+    for moved in light[1:3]:  # the face itself kept: a linear change of its gray levels
+        assert np.corrcoef(moved.ravel(), face.ravel())[0, 1] > 0.97
+    assert set(np.unique(light[3])) == {round(TRAIN_MEAN_RANGE[0])}  # blank: flat gray, no division by 0
+    np.testing.assert_array_equal(clamp_light(batch[..., None])[..., 0], light)  # (N, 48, 48, 1) alike
+    assert clamp_light(batch[:0]).shape == (0, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def test_the_training_light_range_is_fer2013_trains(fer2013_dir):
+    """TRAIN_MEAN_RANGE and TRAIN_STD_RANGE: the 1st and 99th percentiles of FER2013 train's faces'
+    mean gray level and standard deviation."""
+    from ferkeras.data import load_dataset
+
+    faces = load_dataset(str(fer2013_dir)).splits["train"].images.reshape(-1, IMAGE_SIZE * IMAGE_SIZE)
+    means, stds = faces.mean(axis=1), faces.std(axis=1)
+    np.testing.assert_allclose(np.percentile(means, [1, 99]), TRAIN_MEAN_RANGE, atol=0.1)
+    np.testing.assert_allclose(np.percentile(stds, [1, 99]), TRAIN_STD_RANGE, atol=0.1)
 
 
 def test_unknown_detector_and_bad_options_are_one_line_errors():

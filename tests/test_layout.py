@@ -133,17 +133,20 @@ def test_no_import_cycles():
 
 
 def readme_tree() -> list[str]:
-    """The modules of the README's layout tree, top to bottom, as dotted names."""
+    """The modules of the README's layout tree under ferkeras/, top to bottom, as dotted names."""
     text = (PACKAGE.parent / "README.md").read_text()
     block = text[text.index("## Layout"):]
     block = block[block.index("```") + 3:]
     block = block[:block.index("```")]
-    names, folder = [], None
+    names, folder, top = [], None, None
     for line in block.splitlines():
         entry = line.split()[0] if line.strip() else ""
         depth = (len(line) - len(line.lstrip())) // 2
         if depth == 0:
-            continue  # ferkeras/, cli/, exported/, bench/, tests/
+            top = entry  # ferkeras/, cli/, exported/, bench/, tests/
+            continue
+        if top != "ferkeras/":
+            continue
         if depth == 1:
             folder = entry.rstrip("/") if entry.endswith("/") else None
         if entry.endswith(".py"):

@@ -76,12 +76,48 @@ def test_a_photo_with_no_face_is_a_wrong_answer_and_predict_answers_the_rest(tmp
     assert plain["images"] == len(rows) - unanswered
 
 
+def test_each_photo_is_read_once_and_an_unreadable_one_named_or_passed_over(tmp_path, fer2013_dir,
+                                                                            monkeypatch):
+    """A folder of photos is listed, not decoded: its faces are found once, by predict's reading
+    (never by the loader's, which would find each again); a corrupt file stops it in one line
+    naming the file, or --skip-bad leaves it out and says so."""
+    import ferkeras.data.folders
+
+    pipeline = load_bench("pipeline")
+    photos = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for name in ("happy", "surprise"):
+        (photos / name).mkdir(parents=True)
+        face = np.asarray(Image.open(sorted((fer2013_dir / "test" / name).glob("*.jpg"))[0]).convert("L"))
+        Image.fromarray(pipeline.photo(face, "photo", rng)).save(photos / name / "photo.jpg")
+
+    def decoded(*args):
+        raise AssertionError("the loader searched a photo for its face")
+
+    monkeypatch.setattr(ferkeras.data.folders, "_face_of_photo", decoded)
+    quiet = dict(out=tmp_path / "out", echo=lambda line: None)
+    result = evaluate_pipeline("shipped", data=str(photos), **quiet)
+    assert result["images"] == 2 and result["pipeline"]["faces_found"] == 2
+    (photos / "happy" / "broken.jpg").write_bytes(open(photos / "happy" / "photo.jpg", "rb").read()[:300])
+    with pytest.raises(FerkerasError, match=r"broken.jpg: corrupt or unreadable image"):
+        evaluate_pipeline("shipped", data=str(photos), **quiet)
+    lines = []
+    again = evaluate_pipeline("shipped", data=str(photos), out=tmp_path / "out", echo=lines.append,
+                              skip_bad=True)
+    assert again["images"] == 2 and again["accuracy"] == result["accuracy"]
+    skip_lines = [line for line in lines if line.startswith("--skip-bad: skipped 1 unreadable image file")]
+    assert len(skip_lines) == 1 and "broken.jpg" in skip_lines[0], lines
+    with open(again["files"][-1], newline="") as handle:
+        assert [row["image"] for row in csv.DictReader(handle)] == ["happy/photo.jpg", "surprise/photo.jpg"]
+
+
 def test_on_48x48_crops_read_as_they_are_it_measures_what_evaluate_does(trained_synthetic_run, tmp_path):
-    """Without the landmark view a 48x48 crop is read as evaluate reads it: the same figures, up to
-    a near-tie that batches of another size may tip (two float paths: the runner's, Keras')."""
+    """Without the landmark view and the light clamp a 48x48 crop is read as evaluate reads it: the
+    same figures, up to a near-tie that batches of another size may tip (two float paths: the
+    runner's, Keras')."""
     quiet = dict(out=tmp_path, echo=lambda line: None)
     plain = evaluate(trained_synthetic_run, tta="flip", **quiet)
-    read = evaluate_pipeline(trained_synthetic_run, reframe=False, **quiet)
+    read = evaluate_pipeline(trained_synthetic_run, reframe=False, light=False, **quiet)
     assert read["split"] == plain["split"] + "_pipeline" and read["unanswered"] == 0
     tie = 2 / read["images"]  # two images' answers
     for ours, theirs in ((read, plain), (read["tta"], plain["tta"])):
@@ -107,3 +143,6 @@ def test_predicts_options_need_pipeline(tmp_path, monkeypatch, capsys):
     code, out, err = run_main(["evaluate", "shipped", "--data", "synthetic:100", "--detector", "haar"],
                               monkeypatch, capsys)
     assert code == 2 and "--detector: only with --pipeline" in err
+    code, out, err = run_main(["evaluate", "shipped", "--data", "synthetic:100", "--no-light"],
+                              monkeypatch, capsys)
+    assert code == 2 and "--no-light: only with --pipeline" in err

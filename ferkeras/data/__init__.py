@@ -32,13 +32,14 @@ _SYNTHETIC_TEST_IMAGES = 2000
 
 
 def load_dataset(path: str | os.PathLike | None = None, skip_bad: bool = False,
-                 keep_faceless: bool = False) -> Dataset:
+                 decode: bool = True) -> Dataset:
     """Load a CSV file or image folder as a Dataset; None, "synthetic" or "synthetic:N" generates faces.
 
     skip_bad: pass over bad CSV rows, unreadable images, photos with no face found and empty class
-    folders (listed in Dataset.skipped) rather than stop at the first. keep_faceless: keep a photo
-    in which no face is found (black) rather than stop at it or pass over it: for a reader of its
-    file, which answers it as predict would (ferkeras.pipeline_eval).
+    folders (listed in Dataset.skipped) rather than stop at the first. decode False: image folders
+    are listed, not decoded (each Split's files and labels, images None), for a reader of the
+    files themselves (ferkeras.pipeline_eval), which would otherwise find every photo's face twice;
+    CSV and synthetic data are decoded all the same.
     """
     if path is None or str(path).split(":")[0] == "synthetic":
         return _load_synthetic(str(path or "synthetic"))
@@ -47,7 +48,7 @@ def load_dataset(path: str | os.PathLike | None = None, skip_bad: bool = False,
         raise FerkerasError(f"{root}: no such file or folder")
     skipped: list[str] | None = [] if skip_bad else None
     try:
-        dataset = _load_path(root.resolve(), skipped, keep_faceless)
+        dataset = _load_path(root.resolve(), skipped, decode)
     except OSError as exc:  # listing or stat failed: unreadable folder, dangling link
         raise FerkerasError(f"{exc.filename or root}: cannot read: {exc.strerror or exc}") from None
     dataset.skipped = skipped or []
@@ -55,7 +56,7 @@ def load_dataset(path: str | os.PathLike | None = None, skip_bad: bool = False,
 
 
 
-def _load_path(root: Path, skipped: list[str] | None, keep_faceless: bool = False) -> Dataset:
+def _load_path(root: Path, skipped: list[str] | None, decode: bool = True) -> Dataset:
     """A folder's CSVs (fer2013.csv, else train.csv/test.csv) or image folders, or one CSV.
 
     skipped: None to raise at the first bad row or file, else a list that collects them.
@@ -66,7 +67,7 @@ def _load_path(root: Path, skipped: list[str] | None, keep_faceless: bool = Fals
         else:
             csv_files = [root / n for n in ("train.csv", "test.csv") if (root / n).is_file()]
         if not csv_files:
-            return folders.load_folders(root, skipped, keep_faceless)
+            return folders.load_folders(root, skipped, decode)
     else:
         csv_files = [root]
     stamp = [(str(f), info.st_size, info.st_mtime_ns) for f in csv_files for info in [f.stat()]]

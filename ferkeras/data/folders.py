@@ -24,14 +24,10 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _detectors = threading.local()  # _face_of_photo's detector (predict's), one per decoding thread
 
 
-class NoFace(FerkerasError):
-    """A photo (any image but a 48x48 crop) in which no face was found."""
-
-
-def load_folders(root: Path, skipped: list[str] | None, keep_faceless: bool = False) -> Dataset:
+def load_folders(root: Path, skipped: list[str] | None, decode: bool = True) -> Dataset:
     """A folder of split folders of class folders (or of class folders: one split, train), each
-    split's images decoded (or read from the cache) with their files; skipped and keep_faceless
-    as in load_dataset."""
+    split's images decoded (or read from the cache) with their files; skipped and decode as in
+    load_dataset."""
     subdirs = _visible_subdirs(root)
     if any(class_of_name(name) is not None for name in subdirs):
         # root holds class folders: one split, named train (whatever the folder's name) so that
@@ -47,6 +43,10 @@ def load_folders(root: Path, skipped: list[str] | None, keep_faceless: bool = Fa
     for split, folder in split_dirs.items():
         files[split] = _list_split(folder, root, stamp, skipped)
     ordered = sorted(files, key=lambda name: (name != "train", name != "test", name))
+    if not decode:
+        return Dataset(str(root), "folders", {name: Split(None, np.array(files[name][1], dtype=np.int64),
+                                                          files=np.array(files[name][0]))
+                                              for name in ordered})
     cache_file = cache_path(root, stamp)
     cached = read_cache(cache_file)
     # the same files cached under other split names (before a folder of class folders was
@@ -60,19 +60,12 @@ def load_folders(root: Path, skipped: list[str] | None, keep_faceless: bool = Fa
     all_paths = [path for name in ordered for path in files[name][0]]
     readable = np.ones(len(all_paths), dtype=bool)
 
-    faceless: list[int] = []
-
     def skip(index: int, error: FerkerasError) -> None:
-        if keep_faceless and isinstance(error, NoFace):
-            faceless.append(index)  # kept, black: its file is all its reader needs
-            return
-        if skipped is None:
-            raise error
         readable[index] = False
         skipped.append(str(error))
 
     # one decode pass over every split keeps the thread pool busy
-    all_images = _decode_images(all_paths, on_error=skip if skipped is not None or keep_faceless else None)
+    all_images = _decode_images(all_paths, on_error=skip if skipped is not None else None)
     splits, start = {}, 0
     for name in ordered:
         paths, labels = files[name]
@@ -82,7 +75,7 @@ def load_folders(root: Path, skipped: list[str] | None, keep_faceless: bool = Fa
         splits[name] = Split(all_images[start:start + len(paths)][keep],
                              np.array(labels, dtype=np.int64)[keep], files=np.array(paths)[keep])
         start += len(paths)
-    if not skipped and not faceless:  # a cache must never hide bad files from a load without skip_bad
+    if not skipped:  # a cache must never hide bad files from a load without skip_bad
         write_cache(cache_file, "folders", splits)
     return Dataset(str(root), "folders", splits)
 
@@ -216,6 +209,6 @@ def _face_of_photo(path: str, size: tuple[int, int]) -> np.ndarray:
     rgb = read_image(path)
     crop = largest_face_crop(rgb, to_gray(rgb), detector)
     if crop is None:
-        raise NoFace(f"{path}: no face found in this {size[0]}x{size[1]} image (an image that "
+        raise FerkerasError(f"{path}: no face found in this {size[0]}x{size[1]} image (an image that "
                      "is not a 48x48 crop is read as predict reads a photo: its largest face)")
     return crop

@@ -16,9 +16,10 @@ _AUTO_VAL_FRACTION = 0.25  # the reference homework's 75/25 split
 @dataclass
 class Split:
     """Images of one split, with labels (None when unlabeled), masks (synthetic only) and the image
-    files they were decoded from (image folders only)."""
+    files they were decoded from (image folders only; images None where the folders were listed,
+    not decoded: load_dataset(decode=False))."""
 
-    images: np.ndarray
+    images: np.ndarray | None
     labels: np.ndarray | None
     masks: np.ndarray | None = None
     # (N,) str: each image's file, which holds the picture as its maker took it (a photo, not only
@@ -26,7 +27,7 @@ class Split:
     files: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.files if self.images is None else self.images)
 
     def class_counts(self) -> list[int]:
         """Images per class in CLASS_NAMES order; [] for unlabeled data."""
@@ -38,7 +39,8 @@ class Split:
         masks = None if self.masks is None else self.masks[index]
         labels = None if self.labels is None else self.labels[index]
         files = None if self.files is None else self.files[index]
-        return Split(self.images[index], labels, masks, files)
+        images = None if self.images is None else self.images[index]
+        return Split(images, labels, masks, files)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Where a detector gives landmarks (mtcnn), the crop is a square sized by the eye distance and the
 eye-to-mouth distance, placed where FER2013 puts the eyes and mouth in its 48x48 faces (measured:
 bench/detectors.py), and turned so the eyes are level. Without landmarks (haar), the box as is:
-Haar's boxes already sit on FER2013's frame (measured there too).
+Haar's boxes already sit on FER2013's frame (measured there too). A crop lit darker, brighter
+or flatter than any FER2013 face is brought back to the edge of FER2013's range (clamp_light).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ SIDE_UNITS = {  # face sizes from landmarks: yaw shortens the eye distance, pitc
     "eyes": "the distance between the eyes",
     "mean": "the mean of the two",
 }
+# FER2013's light: the 1st and 99th percentiles, over its 28,709 train faces, of a face's mean
+# gray level and of its standard deviation (its contrast); tests/test_crop.py checks them on the
+# data where it is at hand.
+TRAIN_MEAN_RANGE = (51.5, 203.6)
+TRAIN_STD_RANGE = (25.1, 87.3)
 
 
 def resize_face(crop: np.ndarray) -> np.ndarray:
@@ -98,6 +104,26 @@ def largest_face_crop(rgb: np.ndarray, gray: np.ndarray, detector: Detector,
     or a face crop of any size), framed as predict frames it; None where it finds none."""
     found = detector.framed(rgb, gray)
     return crop_detection(gray, max(found, key=lambda d: d.area), align) if found else None
+
+
+def clamp_light(crops: np.ndarray, mean_range: tuple[float, float] = TRAIN_MEAN_RANGE,
+                std_range: tuple[float, float] = TRAIN_STD_RANGE) -> np.ndarray:
+    """uint8 faces (N, 48, 48[, 1]) with each one's mean and contrast moved, linearly, to the nearest
+    edge of the training faces' range where they lie outside it; the others as they are."""
+    if not len(crops):
+        return crops
+    flat = crops.reshape(len(crops), -1).astype(np.float32)
+    mean = flat.mean(axis=1, keepdims=True)
+    std = flat.std(axis=1, keepdims=True)
+    target_mean, target_std = np.clip(mean, *mean_range), np.clip(std, *std_range)
+    outside = ((target_mean != mean) | (target_std != std))[:, 0]
+    if not outside.any():
+        return crops
+    # a flat crop (std 0) becomes flat gray at the target mean, never a division by zero
+    moved = (flat - mean) * (target_std / np.maximum(std, 1e-3)) + target_mean
+    light = crops.reshape(len(crops), -1).copy()
+    light[outside] = np.clip(np.rint(moved[outside]), 0, 255).astype(np.uint8)
+    return light.reshape(crops.shape)
 
 
 def is_face_crop(image: np.ndarray) -> bool:
