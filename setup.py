@@ -13,7 +13,7 @@ setup(
     # exported/ (the shipped models) installs as ferkeras.exported: `--model shipped` and
     # `--model large` (exported/large/) need no repo.
     packages=["ferkeras", "ferkeras.data", "ferkeras.media", "ferkeras.viz", "ferkeras.report",
-              "ferkeras.cli", "ferkeras.exported"],
+              "ferkeras.compat", "ferkeras.cli", "ferkeras.exported"],
     package_dir={"ferkeras": "ferkeras", "ferkeras.cli": "cli", "ferkeras.exported": "exported"},
     # media/models/: the BlazeFace detector's two LiteRT files, with their Apache-2.0 licence
     package_data={"ferkeras": ["static/*"], "ferkeras.media": ["models/*.tflite", "models/LICENSE",

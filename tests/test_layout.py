@@ -38,7 +38,8 @@ LAYERS = [
     "ferkeras.report.tex", "ferkeras.report.document", "ferkeras.report.sections",
     "ferkeras.report.build", "ferkeras.report",
     # applications
-    "ferkeras.predict", "ferkeras.pipeline_eval", "ferkeras.video", "ferkeras.compat", "ferkeras.service",
+    "ferkeras.predict", "ferkeras.pipeline_eval", "ferkeras.video",
+    "ferkeras.compat.fer", "ferkeras.compat.classes", "ferkeras.compat", "ferkeras.service",
     "ferkeras.serve",
 ]
 
