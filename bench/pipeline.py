@@ -19,7 +19,8 @@ crops as they are only, side by side. "crop 100" and "crop 224" are the face enl
 whole image, as other data sets' crops come, and detected as predict detects any image but a
 48x48 one. The crops are not in the photos' mean.
 predict brings a crop lit darker, brighter or flatter than any training face to the edge of their
-range (FaceRecognizer.light); --as-lit adds each model read without that, ", as lit", beside it.
+range (FaceRecognizer.light), and sharpens one blurrier than any (FaceRecognizer.sharpen);
+--without light,sharpen adds each model read without those steps, ", no light" and so on, beside it.
 
 Printed per model and condition: faces found, accuracy and balanced accuracy (the mean of the
 per-class recalls) of the answers, the worst class's recall, macro F1, and the expected
@@ -64,6 +65,10 @@ CONDITIONS = {
     "noise": (160, "noise", 14.0),  # sensor noise, std in gray levels
     "roll 20": (160, "roll", 20.0),  # head tilted sideways, degrees
 }
+
+
+# predict's steps between a crop and the model, each a FaceRecognizer option that --without turns off
+CROP_STEPS = ("light", "sharpen")
 
 
 def background(rng: np.random.Generator) -> np.ndarray:
@@ -163,10 +168,11 @@ def answers(labels: np.ndarray, probs: np.ndarray, found: np.ndarray) -> dict:
 
 def run(models: list[str], data: str, split_name: str, n: int, detector: str, tta: str,
         conditions: list[str], seed: int = 0, min_face: int | None = None, framed: bool = True,
-        as_lit: bool = False) -> dict:
+        without: tuple[str, ...] = ()) -> dict:
     """Every model's figures under every condition: {condition: {model: answers(...)}}; framed
     False: without predict's second search in a border (Detector.framed), for a before/after;
-    as_lit: each model also as "<model>, as lit", its crops read without predict's light clamp."""
+    without: steps of predict's reading of a crop (CROP_STEPS), each model also read without
+    each of them ("<model>, no light"), and without them all where there are several."""
     from ferkeras.data import load_dataset
     from ferkeras.media.detectors import make_detector
     from ferkeras.predict import FaceRecognizer
@@ -179,9 +185,10 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
     predicts = make_detector(detector, min_face=min_face)
     shared = make_detector(detector, min_face=min_face, fallback=None)
     recognizers = {m: FaceRecognizer(m, detector=shared, tta=tta) for m in models}
-    if as_lit:
-        recognizers.update({f"{m}, as lit": FaceRecognizer(recognizers[m].runner, detector=shared, tta=tta,
-                                                           light=False) for m in models})
+    variants = [(step,) for step in without] + ([tuple(without)] if len(without) > 1 else [])
+    for steps in variants:
+        recognizers.update({f"{m}, no {' or '.join(steps)}": FaceRecognizer(
+            recognizers[m].runner, detector=shared, tta=tta, **dict.fromkeys(steps, False)) for m in models})
     first = recognizers[models[0]]
     backup = (FaceRecognizer(first.runner, detector=predicts.fallback, tta=tta)
               if framed and predicts.fallback is not None else None)
@@ -231,12 +238,12 @@ def run(models: list[str], data: str, split_name: str, n: int, detector: str, tt
 def report(results: dict) -> None:
     """The table of figures, per condition and model, and each model's fall from crops to photos."""
     models = list(next(iter(results.values())))
-    print(f"\n{'condition':17} {'model':28} {'found':>6} {'accuracy':>9} {'balanced':>9} "
+    print(f"\n{'condition':17} {'model':32} {'found':>6} {'accuracy':>9} {'balanced':>9} "
           f"{'macro F1':>9} {'ECE':>6}  worst class")
     for condition, by_model in results.items():
         for name in models:
             r = by_model[name]
-            print(f"{condition:17} {name[-28:]:28} {r['found']:6.1%} {r['accuracy']:9.4f} "
+            print(f"{condition:17} {name[-32:]:32} {r['found']:6.1%} {r['accuracy']:9.4f} "
                   f"{r['balanced']:9.4f} {r['macro_f1']:9.4f} {r['ece']:6.3f}  "
                   f"{r['worst'][0]} {r['worst'][1]:.2f}")
     photos = [c for c in results if not c.startswith("crop") and ", no " not in c]
@@ -266,16 +273,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-framed", action="store_true", help="leave out predict's second search "
                         "in a border where a frame shows no face (the same frames, for a before/after)")
-    parser.add_argument("--as-lit", action="store_true", help="each model also read without predict's "
-                        "light clamp (FaceRecognizer.light), side by side")
+    parser.add_argument("--without", default="", help="comma-separated steps of predict's reading of "
+                        f"a crop ({', '.join(CROP_STEPS)}): each model also read without each, side by side")
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
     conditions = [c for c in args.conditions.split(",") if c]
     unknown = [c for c in conditions if c not in CONDITIONS]
     if unknown:
         parser.error(f"--conditions: {', '.join(unknown)} not among {', '.join(CONDITIONS)}")
+    without = [s for s in args.without.split(",") if s]
+    if set(without) - set(CROP_STEPS):
+        parser.error(f"--without: {', '.join(sorted(set(without) - set(CROP_STEPS)))} not among "
+                     f"{', '.join(CROP_STEPS)}")
     results = run(models, args.data, args.split, args.images, args.detector, args.tta, conditions,
-                  args.seed, args.min_face, framed=not args.no_framed, as_lit=args.as_lit)
+                  args.seed, args.min_face, framed=not args.no_framed, without=tuple(without))
     report(results)
 
 

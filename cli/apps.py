@@ -57,11 +57,13 @@ from .options import quiet_tensorflow_startup, runs_dir_option
               "as its landmarks frame it (found by --detector; the two views' answers averaged)")
 @click.option("--no-light", is_flag=True, help="read each face crop as it is lit, not with a crop "
               "darker, brighter or flatter than any training face brought to the edge of their range")
+@click.option("--no-sharpen", is_flag=True, help="read each face crop as sharp as it is, not with a crop "
+              "blurrier than any training face sharpened to the edge of their sharpness")
 @runs_dir_option
 def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, detector: str, no_align: bool,
             min_face: int | None, tta: str, as_json: bool, annotate: str | None, csv_path: str | None,
             every: int | None, fps: float | None, max_frames: int | None, smooth: float, scan_every: int,
-            no_detect: bool, no_reframe: bool, no_light: bool, runs_dir: str) -> None:
+            no_detect: bool, no_reframe: bool, no_light: bool, no_sharpen: bool, runs_dir: str) -> None:
     """Label the expression of each face in photos, folders, a video, a stream URL or a camera."""
     from ferkeras import predict as prediction
     from ferkeras import video
@@ -79,7 +81,7 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
                 import tensorflow  # noqa: F401
         recognizer = prediction.FaceRecognizer(model, detector, align=not no_align, tta=tta,
                                                runs_dir=runs_dir, reframe=not no_reframe, light=not no_light,
-                                               min_face=min_face)
+                                               sharpen=not no_sharpen, min_face=min_face)
         if clip is None:
             results = prediction.predict(inputs, recognizer, runs_dir, detect=False if no_detect else None,
                                          annotate=annotate)

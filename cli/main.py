@@ -100,9 +100,10 @@ def summary(model: str | None, channels: str, arch: str, runs_dir: str) -> None:
 @click.option("--no-align", is_flag=True, help="with --pipeline: as predict --no-align")
 @click.option("--no-reframe", is_flag=True, help="with --pipeline: as predict --no-reframe")
 @click.option("--no-light", is_flag=True, help="with --pipeline: as predict --no-light")
+@click.option("--no-sharpen", is_flag=True, help="with --pipeline: as predict --no-sharpen")
 def evaluate(run: str | None, data: str | None, split: str | None, out: str | None, runs_dir: str,
              tta: bool, tta_shifts: bool, skip_bad: bool, pipeline: bool, detector: str | None,
-             no_align: bool, no_reframe: bool, no_light: bool) -> None:
+             no_align: bool, no_reframe: bool, no_light: bool, no_sharpen: bool) -> None:
     """Accuracy, per-class F1, confusion matrix.
 
     Of RUN (a run name or folder, or a .keras file; default: the latest run), on its validation
@@ -113,8 +114,8 @@ def evaluate(run: str | None, data: str | None, split: str | None, out: str | No
     tta_method = "shifts" if tta_shifts else "flip" if tta else None
     if not pipeline:
         given = [flag for flag, value in (("--detector", detector), ("--no-align", no_align),
-                                          ("--no-reframe", no_reframe), ("--no-light", no_light))
-                 if value]
+                                          ("--no-reframe", no_reframe), ("--no-light", no_light),
+                                          ("--no-sharpen", no_sharpen)) if value]
         if given:
             raise click.UsageError(f"{given[0]}: only with --pipeline (predict's reading of each image)")
         with quiet_tensorflow_startup():
@@ -128,7 +129,8 @@ def evaluate(run: str | None, data: str | None, split: str | None, out: str | No
 
     evaluate_pipeline(run, data=data, split=split, tta=tta_method, out=out, runs_dir=runs_dir,
                       echo=click.echo, skip_bad=skip_bad, detector=detector or DEFAULT_DETECTOR,
-                      align=not no_align, reframe=not no_reframe, light=not no_light)
+                      align=not no_align, reframe=not no_reframe, light=not no_light,
+                      sharpen=not no_sharpen)
 
 
 @cli.group()

@@ -105,13 +105,14 @@ def evaluate_pipeline(run: str | os.PathLike | None = None, data: str | None = N
                       split: str | None = None, tta: str | None = None,
                       out: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
                       echo: Echo = print, skip_bad: bool = False, detector: str = DEFAULT_DETECTOR,
-                      align: bool = True, reframe: bool = True, light: bool = True) -> dict:
+                      align: bool = True, reframe: bool = True, light: bool = True,
+                      sharpen: bool = True) -> dict:
     """Evaluate a model on labelled images read as predict reads them (see the module); write
     evaluate's files under <split>_pipeline and the answers CSV; return the metrics.
 
     run: as evaluate takes it, and the model predict would use where there is no run; tta: the
     second reading's method (default predict's, flip), beside one view; detector, align, reframe,
-    light: predict's options.
+    light, sharpen: predict's options.
     """
     method = tta_method(tta) or DEFAULT_TTA
     if run is None and not has_runs(runs_dir):
@@ -121,7 +122,8 @@ def evaluate_pipeline(run: str | os.PathLike | None = None, data: str | None = N
     source = load_source(run, data, split, runs_dir, skip_bad, decode=False)
     if source.skip_report:
         echo(source.skip_report)
-    recognizer = FaceRecognizer(run, detector, align, runs_dir=runs_dir, reframe=reframe, light=light)
+    recognizer = FaceRecognizer(run, detector, align, runs_dir=runs_dir, reframe=reframe, light=light,
+                                sharpen=sharpen)
     where = "their files" if source.split.files is not None else "48x48 crops"
     echo(f"Reading {len(source.split):,} images ({source.split_name} split of {source.data}; {where}) as "
          f"predict does: {recognizer.runner.describe()}, detector {detector}")
@@ -140,8 +142,8 @@ def evaluate_pipeline(run: str | os.PathLike | None = None, data: str | None = N
     result = {"model": recognizer.runner.name, "data": source.data,
               "split": source.split_name + PIPELINE_SUFFIX,
               "pipeline": {"detector": detector, "align": align, "reframe": reframe, "light": light,
-                           "read": where,
-                           "images": len(labels), "faces_found": int(found.sum()),
+                           "sharpen": sharpen, "read": where, "images": len(labels),
+                           "faces_found": int(found.sum()),
                            "several_faces": several},
               **compute_metrics(labels, readings["none"], answered=found),
               "tta": {"name": method, "method": TTA_METHODS[method],

@@ -20,7 +20,7 @@ from PIL import Image
 from ferkeras.config import RUNS_DIR
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import atomic_path
-from ferkeras.media.crop import clamp_light, crop_detection, crop_landmarks, is_face_crop
+from ferkeras.media.crop import clamp_light, clamp_sharpness, crop_detection, crop_landmarks, is_face_crop
 from ferkeras.media.detect import Detector
 from ferkeras.media.detectors import DEFAULT_DETECTOR, make_detector
 from ferkeras.media.draw import draw_faces
@@ -87,20 +87,21 @@ class FaceRecognizer:
     which its maker framed their own way, is read as it is and as its landmarks frame it (as a
     photo's faces are framed, eyes not levelled), the two views' probabilities averaged; False: as
     it is only. light: a crop darker, brighter or flatter than any training face is brought to the
-    edge of the training faces' range before the model reads it (media.crop.clamp_light); False:
+    edge of the training faces' range before the model reads it (media.crop.clamp_light); sharpen:
+    one blurrier than any is sharpened to the edge of theirs (media.crop.clamp_sharpness); False:
     every crop as it is.
     """
 
     def __init__(self, model: str | os.PathLike | Runner | None = None,
                  detector: str | Detector = DEFAULT_DETECTOR,
                  align: bool = True, tta: str | None = DEFAULT_TTA, runs_dir: str | os.PathLike = RUNS_DIR,
-                 reframe: bool = True, light: bool = True, **detector_options):
+                 reframe: bool = True, light: bool = True, sharpen: bool = True, **detector_options):
         self.tta = tta_method(tta) or "none"
         self.runner = model if isinstance(model, Runner) else load_runner(model, runs_dir)
         self.detector = make_detector(detector, **detector_options)
         self.align = align
         self.reframe = reframe
-        self.light = light
+        self.light, self.sharpen = light, sharpen
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -147,7 +148,9 @@ class FaceRecognizer:
 
     def classify(self, crops: np.ndarray, tta: str | None = None) -> np.ndarray:
         """Probabilities (N, 7) of 48x48 face crops, with the recognizer's TTA (or this one)."""
-        return self.runner.predict(clamp_light(crops) if self.light else crops, tta or self.tta)
+        crops = clamp_light(crops) if self.light else crops
+        crops = clamp_sharpness(crops) if self.sharpen else crops
+        return self.runner.predict(crops, tta or self.tta)
 
     def classify_found(self, found: Sequence[FoundFaces], tta: str | None = None) -> np.ndarray:
         """Probabilities (N, 7) of every face of these images, in order, in one model call: each

@@ -11,12 +11,15 @@ from conftest import run_main
 from ferkeras.errors import FerkerasError
 from ferkeras.media.crop import (
     EYE_ROW,
+    TRAIN_LEAST_SHARPNESS,
     TRAIN_MEAN_RANGE,
     TRAIN_STD_RANGE,
     clamp_light,
+    clamp_sharpness,
     crop_detection,
     crop_face,
     crop_landmarks,
+    sharpness,
 )
 from ferkeras.media.detect import Detector, HaarDetector, iou
 from ferkeras.media.detectors import make_detector
@@ -169,15 +172,36 @@ def test_clamp_light_brings_only_faces_lit_outside_the_training_range_to_its_edg
     assert clamp_light(batch[:0]).shape == (0, IMAGE_SIZE, IMAGE_SIZE)
 
 
+def test_clamp_sharpness_sharpens_only_faces_blurrier_than_any_training_face():
+    """grace_hopper.jpg's face as it is stays byte for byte; blurred, it is unsharp-masked up to
+    the training faces' least sharpness, which brings it nearer the face it was."""
+    import cv2
+
+    face = crop_face(to_gray(read_image(GRACE_HOPPER)), GRACE_FACE)
+    blurred = cv2.GaussianBlur(face, (0, 0), 1.2)
+    assert sharpness(blurred[None])[0] < TRAIN_LEAST_SHARPNESS < sharpness(face[None])[0]
+    batch = np.stack([face, blurred])
+    sharp = clamp_sharpness(batch)
+    assert sharp.dtype == np.uint8 and sharp.shape == batch.shape
+    np.testing.assert_array_equal(sharp[0], face)
+    assert sharpness(sharp[1:])[0] == pytest.approx(TRAIN_LEAST_SHARPNESS, abs=0.03)
+    assert np.abs(sharp[1].astype(int) - face).mean() < np.abs(blurred.astype(int) - face).mean()
+    np.testing.assert_array_equal(clamp_sharpness(batch[..., None])[..., 0], sharp)  # (N, 48, 48, 1)
+    assert clamp_sharpness(batch[:0]).shape == (0, IMAGE_SIZE, IMAGE_SIZE)
+    assert np.all(clamp_sharpness(np.zeros_like(batch)) == 0)  # blank: nothing to sharpen
+
+
 def test_the_training_light_range_is_fer2013_trains(fer2013_dir):
     """TRAIN_MEAN_RANGE and TRAIN_STD_RANGE: the 1st and 99th percentiles of FER2013 train's faces'
-    mean gray level and standard deviation."""
+    mean gray level and standard deviation; TRAIN_LEAST_SHARPNESS the 1st of their sharpness."""
     from ferkeras.data import load_dataset
 
-    faces = load_dataset(str(fer2013_dir)).splits["train"].images.reshape(-1, IMAGE_SIZE * IMAGE_SIZE)
+    images = load_dataset(str(fer2013_dir)).splits["train"].images
+    faces = images.reshape(-1, IMAGE_SIZE * IMAGE_SIZE)
     means, stds = faces.mean(axis=1), faces.std(axis=1)
     np.testing.assert_allclose(np.percentile(means, [1, 99]), TRAIN_MEAN_RANGE, atol=0.1)
     np.testing.assert_allclose(np.percentile(stds, [1, 99]), TRAIN_STD_RANGE, atol=0.1)
+    assert np.percentile(sharpness(images), 1) == pytest.approx(TRAIN_LEAST_SHARPNESS, abs=0.005)
 
 
 def test_unknown_detector_and_bad_options_are_one_line_errors():

@@ -4,7 +4,8 @@ Where a detector gives landmarks (mtcnn), the crop is a square sized by the eye 
 eye-to-mouth distance, placed where FER2013 puts the eyes and mouth in its 48x48 faces (measured:
 bench/detectors.py), and turned so the eyes are level. Without landmarks (haar), the box as is:
 Haar's boxes already sit on FER2013's frame (measured there too). A crop lit darker, brighter
-or flatter than any FER2013 face is brought back to the edge of FER2013's range (clamp_light).
+or flatter than any FER2013 face is brought back to the edge of FER2013's range (clamp_light), and
+one blurrier than any is sharpened to the edge of its sharpness (clamp_sharpness).
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ SIDE_UNITS = {  # face sizes from landmarks: yaw shortens the eye distance, pitc
     "mean": "the mean of the two",
 }
 # FER2013's light: the 1st and 99th percentiles, over its 28,709 train faces, of a face's mean
-# gray level and of its standard deviation (its contrast); tests/test_crop.py checks them on the
+# gray level and of its standard deviation (its contrast); tests/test_detect.py checks them on the
 # data where it is at hand.
 TRAIN_MEAN_RANGE = (51.5, 203.6)
 TRAIN_STD_RANGE = (25.1, 87.3)
+# FER2013's sharpness: the 1st percentile, over the same faces, of sharpness() (tests/test_detect.py
+# checks it too): a face blurrier than this is sharpened up to it
+TRAIN_LEAST_SHARPNESS = 0.47
+UNSHARP_SIGMA = 1.0  # the blur that unsharp masking takes away, in pixels of the 48x48 crop
+UNSHARP_AMOUNTS = np.linspace(0.25, 4.0, 16)  # tried in turn: the least that reaches the edge wins
 
 
 def resize_face(crop: np.ndarray) -> np.ndarray:
@@ -124,6 +130,41 @@ def clamp_light(crops: np.ndarray, mean_range: tuple[float, float] = TRAIN_MEAN_
     light = crops.reshape(len(crops), -1).copy()
     light[outside] = np.clip(np.rint(moved[outside]), 0, 255).astype(np.uint8)
     return light.reshape(crops.shape)
+
+
+def sharpness(faces: np.ndarray) -> np.ndarray:
+    """Each face's fine detail against its contrast: the standard deviation of its Laplacian over
+    its own (N,), for faces (N, 48, 48[, 1]); blur lowers it, light does not move it."""
+    import cv2
+
+    flat = faces.reshape(len(faces), IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)
+    laplacian = np.stack([cv2.Laplacian(face, cv2.CV_32F) for face in flat])
+    return laplacian.reshape(len(flat), -1).std(axis=1) / (flat.reshape(len(flat), -1).std(axis=1) + 1e-3)
+
+
+def clamp_sharpness(crops: np.ndarray, least: float = TRAIN_LEAST_SHARPNESS) -> np.ndarray:
+    """uint8 faces (N, 48, 48[, 1]) blurrier than the training faces' least sharpness unsharp-masked
+    by the least amount (UNSHARP_AMOUNTS) that brings them to it, or the most; the others as they are."""
+    import cv2
+
+    if not len(crops):
+        return crops
+    blurry = np.flatnonzero(sharpness(crops) < least)
+    if not len(blurry):
+        return crops
+    faces = crops.reshape(len(crops), IMAGE_SIZE, IMAGE_SIZE)[blurry].astype(np.float32)
+    detail = faces - np.stack([cv2.GaussianBlur(face, (0, 0), UNSHARP_SIGMA) for face in faces])
+    sharpened = faces
+    done = np.zeros(len(faces), dtype=bool)
+    for amount in UNSHARP_AMOUNTS:
+        trial = np.clip(faces + amount * detail, 0, 255)
+        sharpened = np.where(done[:, None, None], sharpened, trial)
+        done |= sharpness(trial) >= least
+        if done.all():
+            break
+    out = crops.reshape(len(crops), IMAGE_SIZE, IMAGE_SIZE).copy()
+    out[blurry] = np.rint(sharpened)
+    return out.reshape(crops.shape)
 
 
 def is_face_crop(image: np.ndarray) -> bool:
