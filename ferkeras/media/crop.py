@@ -154,14 +154,12 @@ def clamp_sharpness(crops: np.ndarray, least: float = TRAIN_LEAST_SHARPNESS) -> 
         return crops
     faces = crops.reshape(len(crops), IMAGE_SIZE, IMAGE_SIZE)[blurry].astype(np.float32)
     detail = faces - np.stack([cv2.GaussianBlur(face, (0, 0), UNSHARP_SIGMA) for face in faces])
-    sharpened = faces
-    done = np.zeros(len(faces), dtype=bool)
-    for amount in UNSHARP_AMOUNTS:
-        trial = np.clip(faces + amount * detail, 0, 255)
-        sharpened = np.where(done[:, None, None], sharpened, trial)
-        done |= sharpness(trial) >= least
-        if done.all():
-            break
+    # every amount's face at once (N, amounts, 48, 48), clipped as it would be shown
+    trials = np.clip(faces[:, None] + UNSHARP_AMOUNTS[None, :, None, None] * detail[:, None], 0, 255)
+    reached = (sharpness(trials.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)) >= least).reshape(len(faces), -1)
+    # the least amount that reaches it, else the most
+    chosen = np.where(reached.any(axis=1), reached.argmax(axis=1), len(UNSHARP_AMOUNTS) - 1)
+    sharpened = trials[np.arange(len(faces)), chosen]
     out = crops.reshape(len(crops), IMAGE_SIZE, IMAGE_SIZE).copy()
     out[blurry] = np.rint(sharpened)
     return out.reshape(crops.shape)
