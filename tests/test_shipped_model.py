@@ -179,8 +179,9 @@ def test_predict_no_detect_on_publictest_files_gives_the_bench_paths_answers(nam
                                                                            keras_views, engine_views):
     """The user's path: FaceRecognizer on PublicTest files, whole (`predict --no-detect`), by the
     shipped model's name (`--model shipped`, `--model large`, ...) and by its Keras file; the
-    crops as they are lit (light=False), as the bench reads them (the light clamp, which changes
-    the 3.5% of PublicTest's faces lit outside FER2013's range, is tested in test_predict.py)."""
+    crops as they are (light=False, sharpen=False), as the bench reads them (the clamps, which
+    change the few PublicTest faces lit or blurred outside FER2013's range, are tested in
+    test_predict.py)."""
     from ferkeras.export import FORMATS
     from ferkeras.predict import DEFAULT_TTA, FaceRecognizer, predict
 
@@ -191,7 +192,7 @@ def test_predict_no_detect_on_publictest_files_gives_the_bench_paths_answers(nam
     bench = {"none": image, DEFAULT_TTA: (image + mirror) / 2}
     recorded = metadata["accuracy"]["engines"]["int8"]
     for tta, expected in bench.items():
-        recognizer = FaceRecognizer(name, tta=tta, light=False)
+        recognizer = FaceRecognizer(name, tta=tta, light=False, sharpen=False)
         results = predict(paths[sample], recognizer, detect=False)
         assert all(len(r.faces) == 1 and r.crop for r in results)
         user_probs = np.array([r.faces[0].probabilities for r in results])
@@ -201,7 +202,8 @@ def test_predict_no_detect_on_publictest_files_gives_the_bench_paths_answers(nam
         assert line.startswith(f"model: {name} (model_int8.tflite)"), line
         assert f"{recorded['accuracy']:.4f}" in line, line
 
-    recognizer = FaceRecognizer(str(folder / "model.keras"), tta="none", light=False)
+    recognizer = FaceRecognizer(str(folder / "model.keras"), tta="none", light=False,
+                                sharpen=False)
     results = predict(paths[sample], recognizer, detect=False)
     user_probs = np.array([r.faces[0].probabilities for r in results])
     np.testing.assert_allclose(user_probs, keras_views[0][sample], atol=1e-4)

@@ -210,5 +210,5 @@ def _face_of_photo(path: str, size: tuple[int, int]) -> np.ndarray:
     crop = largest_face_crop(rgb, to_gray(rgb), detector)
     if crop is None:
         raise FerkerasError(f"{path}: no face found in this {size[0]}x{size[1]} image (an image that "
-                     "is not a 48x48 crop is read as predict reads a photo: its largest face)")
+                            "is not a 48x48 crop is read as predict reads a photo: its largest face)")
     return crop
