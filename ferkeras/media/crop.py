@@ -36,7 +36,7 @@ TRAIN_STD_RANGE = (25.1, 87.3)
 # checks it too): a face blurrier than this is sharpened up to it
 TRAIN_LEAST_SHARPNESS = 0.47
 UNSHARP_SIGMA = 1.0  # the blur that unsharp masking takes away, in pixels of the 48x48 crop
-UNSHARP_AMOUNTS = np.linspace(0.25, 4.0, 16)  # tried in turn: the least that reaches the edge wins
+UNSHARP_AMOUNTS = np.linspace(0.25, 4.0, 16)  # the amounts tried: the least that reaches the edge wins
 
 
 def resize_face(crop: np.ndarray) -> np.ndarray:
