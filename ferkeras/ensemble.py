@@ -32,6 +32,7 @@ from ferkeras.runs import (
     load_run_data,
     model_source,
     new_run_dir,
+    training_face_range,
 )
 from ferkeras.spec import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from ferkeras.train import class_prior
@@ -89,6 +90,8 @@ def make_ensemble(members: Sequence[str], name: str = "my_ensemble", runs_dir: s
                     "logit_adjust": logit_adjust, "name": name, "runs_dir": str(runs_dir)},
         "members": [str(path) for path in paths],
         "prior": None if prior is None else [float(p) for p in prior],
+        # the first member's, as the data options are: recognition clamps crops to it
+        "face_range": training_face_range(paths[0]).to_dict(),
         "class_names": list(CLASS_NAMES),
         "parameters": parameters,
         "command": command_line(),

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import ferkeras
 from ferkeras.config import command_line
 from ferkeras.errors import FerkerasError
-from ferkeras.runs import read_run_config
+from ferkeras.runs import read_run_config, training_face_range
 from ferkeras.spec import CLASS_NAMES
 
 if TYPE_CHECKING:
@@ -120,6 +120,9 @@ def export_metadata(model_path: Path, run_dir: Path | None, exported_from: dict 
         "output": {"shape": [None, len(CLASS_NAMES)],
                    "meaning": "softmax probabilities in labels order"},
         "source": source,
+        # what a crop's light and sharpness are clamped to before the model reads it
+        # (media.crop.clamp_light, clamp_sharpness): its training faces' range
+        "face_range": training_face_range(model_path).to_dict(),
         "export_command": portable_command(command_line()),
         WEIGHTS_DIGEST: weights_sha256,
         "validation": {"images": val_images, "keras_accuracy": keras_accuracy},

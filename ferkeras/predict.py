@@ -86,10 +86,11 @@ class FaceRecognizer:
     gives landmarks (blazeface, mtcnn). tta: "none", "flip" or "shifts". reframe: a 48x48 crop,
     which its maker framed their own way, is read as it is and as its landmarks frame it (as a
     photo's faces are framed, eyes not levelled), the two views' probabilities averaged; False: as
-    it is only. light: a crop darker, brighter or flatter than any training face is brought to the
-    edge of the training faces' range before the model reads it (media.crop.clamp_light); sharpen:
-    one blurrier than any is sharpened to the edge of theirs (media.crop.clamp_sharpness); False:
-    every crop as it is.
+    it is only. light: a crop darker, brighter or flatter than nearly any of the model's training
+    faces is brought to the edge of their range (the runner's face_range, FER2013's unless its run
+    recorded another) before the model reads it (media.crop.clamp_light); sharpen: one blurrier
+    than nearly any is sharpened to the edge of theirs (media.crop.clamp_sharpness); False: every
+    crop as it is.
     """
 
     def __init__(self, model: str | os.PathLike | Runner | None = None,
@@ -148,8 +149,9 @@ class FaceRecognizer:
 
     def classify(self, crops: np.ndarray, tta: str | None = None) -> np.ndarray:
         """Probabilities (N, 7) of 48x48 face crops, with the recognizer's TTA (or this one)."""
-        crops = clamp_light(crops) if self.light else crops
-        crops = clamp_sharpness(crops) if self.sharpen else crops
+        face_range = self.runner.face_range
+        crops = clamp_light(crops, face_range.mean, face_range.std) if self.light else crops
+        crops = clamp_sharpness(crops, face_range.least_sharpness) if self.sharpen else crops
         return self.runner.predict(crops, tta or self.tta)
 
     def classify_found(self, found: Sequence[FoundFaces], tta: str | None = None) -> np.ndarray:

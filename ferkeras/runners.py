@@ -27,6 +27,7 @@ from ferkeras.runs import (
     has_runs,
     shipped_dir,
     shipped_file,
+    training_face_range,
 )
 from ferkeras.spec import CLASS_NAMES, IMAGE_SHAPE
 
@@ -104,6 +105,8 @@ class Runner:
     def __init__(self, path: Path, labels: Sequence[str] = CLASS_NAMES):
         self.path, self.labels = Path(path), tuple(labels)
         self.name = str(path)  # what the user called it: a path, or `shipped`
+        # the light and sharpness its training faces span: recognition clamps crops to it
+        self.face_range = training_face_range(self.path)
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities (N, 7), float32, for faces (N, 48, 48) or (N, 48, 48, 1) of 0-255 pixels."""

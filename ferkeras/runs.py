@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ferkeras.config import RUNS_DIR, did_you_mean
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import read_json
+from ferkeras.media.crop import FaceRange
 
 if TYPE_CHECKING:
     from ferkeras.data import Dataset, Split
@@ -143,6 +144,19 @@ def model_source(model_path: str | os.PathLike) -> tuple[dict | None, dict | Non
         return None, read_run_config(run_dir)["options"]
     source = exported_source(model_path)
     return source, source and source["options"]
+
+
+def training_face_range(model_path: str | os.PathLike) -> FaceRange:
+    """The light and sharpness that a model's training faces span: as its run's config.json records
+    it, else the metadata.json of its export folder; FER2013's where neither does (runs made before
+    they recorded it, models from elsewhere)."""
+    folder = Path(model_path).parent
+    for record_file in (folder / "config.json", folder / "metadata.json"):
+        record = read_json(record_file, {})
+        face_range = FaceRange.from_dict(record.get("face_range")) if isinstance(record, dict) else None
+        if face_range is not None:
+            return face_range
+    return FaceRange()
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict:

@@ -34,6 +34,7 @@ from ferkeras.data import EVAL_BATCH_SIZE, Split, load_dataset, train_val_splits
 from ferkeras.distributed import fit_multiworker, is_chief, is_multiworker, make_strategy, with_class_weight
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import write_json_atomic
+from ferkeras.media.crop import face_range
 from ferkeras.model import (
     BalancedAccuracy,
     LogitAdjustedCrossentropy,
@@ -300,6 +301,8 @@ def _fit(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy, e
             "options": dataclasses.asdict(config),
             "epochs": epochs,
             "data": dataset.describe(),
+            # recognition clamps a photo's crop to the light and sharpness these faces span
+            "face_range": face_range(train_split.images).to_dict(),
             "train_images": len(train_split),
             "val_images": len(val_split),
             "class_names": list(CLASS_NAMES),

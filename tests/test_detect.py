@@ -11,14 +11,16 @@ from conftest import run_main
 from ferkeras.errors import FerkerasError
 from ferkeras.media.crop import (
     EYE_ROW,
-    TRAIN_LEAST_SHARPNESS,
-    TRAIN_MEAN_RANGE,
-    TRAIN_STD_RANGE,
+    FER2013_LEAST_SHARPNESS,
+    FER2013_MEAN_RANGE,
+    FER2013_STD_RANGE,
+    FaceRange,
     clamp_light,
     clamp_sharpness,
     crop_detection,
     crop_face,
     crop_landmarks,
+    face_range,
     sharpness,
 )
 from ferkeras.media.detect import Detector, HaarDetector, iou
@@ -153,8 +155,8 @@ def test_clamp_light_brings_only_faces_lit_outside_the_training_range_to_its_edg
     """grace_hopper.jpg's face as it is lit stays byte for byte; flattened, darkened or blank, it
     gets the nearest brightness and contrast that training faces have, its pattern kept."""
     face = crop_face(to_gray(read_image(GRACE_HOPPER)), GRACE_FACE)
-    assert TRAIN_MEAN_RANGE[0] < face.mean() < TRAIN_MEAN_RANGE[1]
-    assert TRAIN_STD_RANGE[0] < face.std() < TRAIN_STD_RANGE[1]
+    assert FER2013_MEAN_RANGE[0] < face.mean() < FER2013_MEAN_RANGE[1]
+    assert FER2013_STD_RANGE[0] < face.std() < FER2013_STD_RANGE[1]
     flat = np.rint(128 + 0.2 * (face - 128.0)).astype(np.uint8)
     dark = np.rint(face * 0.15).astype(np.uint8)
     batch = np.stack([face, flat, dark, np.zeros_like(face)])
@@ -162,12 +164,13 @@ def test_clamp_light_brings_only_faces_lit_outside_the_training_range_to_its_edg
     assert light.dtype == np.uint8 and light.shape == batch.shape
     np.testing.assert_array_equal(light[0], face)
     # flattened: its brightness kept, its contrast raised to the least of the training faces'
-    assert abs(light[1].mean() - flat.mean()) < 0.5 and abs(light[1].std() - TRAIN_STD_RANGE[0]) < 0.5
+    assert abs(light[1].mean() - flat.mean()) < 0.5 and abs(light[1].std() - FER2013_STD_RANGE[0]) < 0.5
     # darkened: both raised to the range's edge
-    assert abs(light[2].mean() - TRAIN_MEAN_RANGE[0]) < 0.5 and abs(light[2].std() - TRAIN_STD_RANGE[0]) < 0.5
+    assert abs(light[2].mean() - FER2013_MEAN_RANGE[0]) < 0.5
+    assert abs(light[2].std() - FER2013_STD_RANGE[0]) < 0.5
     for moved in light[1:3]:  # the face itself kept: a linear change of its gray levels
         assert np.corrcoef(moved.ravel(), face.ravel())[0, 1] > 0.97
-    assert set(np.unique(light[3])) == {round(TRAIN_MEAN_RANGE[0])}  # blank: flat gray, no division by 0
+    assert set(np.unique(light[3])) == {round(FER2013_MEAN_RANGE[0])}  # blank: flat gray, no division by 0
     np.testing.assert_array_equal(clamp_light(batch[..., None])[..., 0], light)  # (N, 48, 48, 1) alike
     assert clamp_light(batch[:0]).shape == (0, IMAGE_SIZE, IMAGE_SIZE)
 
@@ -179,29 +182,45 @@ def test_clamp_sharpness_sharpens_only_faces_blurrier_than_any_training_face():
 
     face = crop_face(to_gray(read_image(GRACE_HOPPER)), GRACE_FACE)
     blurred = cv2.GaussianBlur(face, (0, 0), 1.2)
-    assert sharpness(blurred[None])[0] < TRAIN_LEAST_SHARPNESS < sharpness(face[None])[0]
+    assert sharpness(blurred[None])[0] < FER2013_LEAST_SHARPNESS < sharpness(face[None])[0]
     batch = np.stack([face, blurred])
     sharp = clamp_sharpness(batch)
     assert sharp.dtype == np.uint8 and sharp.shape == batch.shape
     np.testing.assert_array_equal(sharp[0], face)
-    assert sharpness(sharp[1:])[0] == pytest.approx(TRAIN_LEAST_SHARPNESS, abs=0.03)
+    assert sharpness(sharp[1:])[0] == pytest.approx(FER2013_LEAST_SHARPNESS, abs=0.03)
     assert np.abs(sharp[1].astype(int) - face).mean() < np.abs(blurred.astype(int) - face).mean()
     np.testing.assert_array_equal(clamp_sharpness(batch[..., None])[..., 0], sharp)  # (N, 48, 48, 1)
     assert clamp_sharpness(batch[:0]).shape == (0, IMAGE_SIZE, IMAGE_SIZE)
     assert np.all(clamp_sharpness(np.zeros_like(batch)) == 0)  # blank: nothing to sharpen
 
 
-def test_the_training_light_range_is_fer2013_trains(fer2013_dir):
-    """TRAIN_MEAN_RANGE and TRAIN_STD_RANGE: the 1st and 99th percentiles of FER2013 train's faces'
-    mean gray level and standard deviation; TRAIN_LEAST_SHARPNESS the 1st of their sharpness."""
+def test_the_default_face_range_is_fer2013_trains(fer2013_dir):
+    """FaceRange() (FER2013_MEAN_RANGE, FER2013_STD_RANGE): the 1st and 99th percentiles of FER2013
+    train's faces' mean gray level and standard deviation; FER2013_LEAST_SHARPNESS the 1st of their
+    sharpness; face_range() of those faces, as a FER2013 run records it, is that default."""
     from ferkeras.data import load_dataset
 
     images = load_dataset(str(fer2013_dir)).splits["train"].images
     faces = images.reshape(-1, IMAGE_SIZE * IMAGE_SIZE)
     means, stds = faces.mean(axis=1), faces.std(axis=1)
-    np.testing.assert_allclose(np.percentile(means, [1, 99]), TRAIN_MEAN_RANGE, atol=0.1)
-    np.testing.assert_allclose(np.percentile(stds, [1, 99]), TRAIN_STD_RANGE, atol=0.1)
-    assert np.percentile(sharpness(images), 1) == pytest.approx(TRAIN_LEAST_SHARPNESS, abs=0.005)
+    np.testing.assert_allclose(np.percentile(means, [1, 99]), FER2013_MEAN_RANGE, atol=0.01)
+    np.testing.assert_allclose(np.percentile(stds, [1, 99]), FER2013_STD_RANGE, atol=0.01)
+    assert np.percentile(sharpness(images), 1) == pytest.approx(FER2013_LEAST_SHARPNESS, abs=0.001)
+    assert face_range(images) == FaceRange()
+
+
+def test_a_face_range_is_read_back_as_written_and_a_malformed_one_is_none():
+    """to_dict / from_dict round trip (as config.json and metadata.json hold it); a record with a
+    field missing, reversed or not a number reads as None, never as a range that clamps wrongly."""
+    dim = np.full((20, IMAGE_SIZE, IMAGE_SIZE), 30, np.uint8)
+    dim[:, ::2] += np.arange(20, dtype=np.uint8)[:, None, None]  # stripes: contrast 0-9.5, sharp
+    measured = face_range(dim)
+    assert measured.mean[1] < FER2013_MEAN_RANGE[0] and measured.std[1] < FER2013_STD_RANGE[0]
+    record = json.loads(json.dumps(measured.to_dict()))
+    assert FaceRange.from_dict(record) == measured and record["percentiles"] == [1, 99]
+    for broken in ({**record, "mean": [200, 50]}, {**record, "std": "wide"}, {"mean": [1, 2]}, None, [],
+                   {**record, "least_sharpness": -1}):
+        assert FaceRange.from_dict(broken) is None
 
 
 def test_unknown_detector_and_bad_options_are_one_line_errors():

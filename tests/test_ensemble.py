@@ -79,6 +79,9 @@ def test_ensemble_command_makes_a_run_that_exports(trained_synthetic_run, tmp_pa
         {k: trained[k] for k in ("data", "val_split", "seed")}
     assert config["options"]["arch"] == "ensemble" and config["options"]["logit_adjust"] == 0.5
     assert len(config["prior"]) == 7 and abs(sum(config["prior"]) - 1) < 1e-6
+    # the light its members trained on, which recognition clamps crops to, not FER2013's
+    member_range = json.loads((trained_synthetic_run / "config.json").read_text())["face_range"]
+    assert config["face_range"] == member_range
     assert "Wrote" in out and "logit adjustment tau 0.5" in out
 
     code, out, err = run_main(["export", "pair", "--runs-dir", str(runs), "--calibrate", "--quantize",
@@ -89,6 +92,7 @@ def test_ensemble_command_makes_a_run_that_exports(trained_synthetic_run, tmp_pa
     # The members as given, each path cut to its last part: no folder of this machine ships.
     assert metadata["source"]["options"]["members"] == ["synthetic", "model.keras"]
     assert machine_paths(metadata) == []
+    assert metadata["face_range"] == member_range
 
     # Evaluated on the member's own validation images: the same model twice, shifted a little
     # toward the rarer classes, answers about as it alone did.

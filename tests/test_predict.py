@@ -13,9 +13,9 @@ from conftest import run_main
 from PIL import Image
 
 from ferkeras.errors import FerkerasError
-from ferkeras.media.crop import clamp_light
+from ferkeras.media.crop import FER2013_MEAN_RANGE, FaceRange, clamp_light, clamp_sharpness, face_range
 from ferkeras.media.images import read_image
-from ferkeras.predict import DEFAULT_TTA, format_table, predict
+from ferkeras.predict import DEFAULT_TTA, FaceRecognizer, format_table, predict
 from ferkeras.runners import KerasRunner, SavedModelRunner, TFLiteRunner, load_runner
 from ferkeras.runs import run_splits
 from ferkeras.spec import CLASS_NAMES
@@ -112,12 +112,48 @@ def test_a_folder_is_predicted_in_batches_one_record_per_image(exported_syntheti
     names = [r.path.name for r in results]
     assert names == ["crop0.png", "crop1.png", "crop2.png", "grace.jpg", "sky.png"]
     assert [len(r.faces) for r in results] == [1, 1, 1, 1, 0]
-    # each face as the runner alone gives it, with predict's TTA and light (synthetic faces are
-    # flatter than FER2013's: clamped)
-    expected = TFLiteRunner(exported_synthetic_run / "model_int8.tflite").predict(clamp_light(val_faces[:3]),
-                                                                                   DEFAULT_TTA)
+    # each face as the runner alone gives it, with predict's TTA, light and sharpness (the range of
+    # the synthetic faces it trained on)
+    runner = TFLiteRunner(exported_synthetic_run / "model_int8.tflite")
+    expected = runner.predict(clamped_as_recognized(val_faces[:3], runner.face_range), DEFAULT_TTA)
     for result, probs in zip(results[:3], expected, strict=True):
         assert np.allclose(result.faces[0].probabilities, probs)
+
+
+def clamped_as_recognized(faces: np.ndarray, face_range: FaceRange) -> np.ndarray:
+    """Faces as FaceRecognizer.classify hands them to its model: light, then sharpness, clamped."""
+    return clamp_sharpness(clamp_light(faces, face_range.mean, face_range.std), face_range.least_sharpness)
+
+
+def test_crops_are_clamped_to_the_light_their_model_trained_on(trained_synthetic_run, exported_synthetic_run,
+                                                              val_faces, tmp_path):
+    """A run records the light and sharpness its training faces span (config.json), its export
+    carries it (metadata.json), and recognition clamps a crop to that range, not to FER2013's: the
+    synthetic faces are lit brighter than FER2013's darkest. A model with no record gets FER2013's."""
+    train, _ = run_splits(trained_synthetic_run)
+    recorded = face_range(train.images)
+    for record in (trained_synthetic_run / "config.json", exported_synthetic_run / "metadata.json"):
+        assert FaceRange.from_dict(json.loads(record.read_text())["face_range"]) == recorded
+    assert recorded.mean[0] > FER2013_MEAN_RANGE[0] + 20 and recorded != FaceRange()
+
+    recognizer = FaceRecognizer(exported_synthetic_run / "model_int8.tflite", tta="none")
+    assert recognizer.runner.face_range == recorded
+    assert FaceRecognizer(trained_synthetic_run / "model.keras").runner.face_range == recorded
+    # faces lit between FER2013's darkest and the synthetic faces' darkest, their contrast kept in
+    # both ranges: FER2013's clamps would leave them as they are, the run's brightens them
+    faces = val_faces.astype(np.float32)
+    dim = np.clip(np.rint(faces - faces.mean(axis=(1, 2), keepdims=True)
+                          + (FER2013_MEAN_RANGE[0] + recorded.mean[0]) / 2), 0, 255).astype(np.uint8)
+    dim = dim[[np.array_equal(clamped_as_recognized(face[None], FaceRange()), face[None]) for face in dim]]
+    assert len(dim) >= 10
+    runner = recognizer.runner
+    probabilities = recognizer.classify(dim)
+    np.testing.assert_allclose(probabilities, runner.predict(clamped_as_recognized(dim, recorded)), atol=1e-6)
+    assert np.abs(probabilities - runner.predict(dim)).max() > 0.01
+
+    bare = tmp_path / "model.keras"  # copied out of its run: nothing says what it trained on
+    bare.write_bytes((trained_synthetic_run / "model.keras").read_bytes())
+    assert FaceRecognizer(bare).runner.face_range == FaceRange()
 
 
 def test_annotate_draws_boxes_and_labels(exported_synthetic_run, tmp_path, no_face_png):

@@ -4,13 +4,15 @@ Where a detector gives landmarks (mtcnn), the crop is a square sized by the eye 
 eye-to-mouth distance, placed where FER2013 puts the eyes and mouth in its 48x48 faces (measured:
 bench/detectors.py), and turned so the eyes are level. Without landmarks (haar), the box as is:
 Haar's boxes already sit on FER2013's frame (measured there too). A crop lit darker, brighter
-or flatter than any FER2013 face is brought back to the edge of FER2013's range (clamp_light), and
-one blurrier than any is sharpened to the edge of its sharpness (clamp_sharpness).
+or flatter than nearly every training face is brought back to the edge of their range (clamp_light),
+and one blurrier than nearly any is sharpened to the edge of their sharpness (clamp_sharpness): the
+training faces' FaceRange, which each run records (FER2013's where a model records none).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,14 +29,15 @@ SIDE_UNITS = {  # face sizes from landmarks: yaw shortens the eye distance, pitc
     "eyes": "the distance between the eyes",
     "mean": "the mean of the two",
 }
-# FER2013's light: the 1st and 99th percentiles, over its 28,709 train faces, of a face's mean
-# gray level and of its standard deviation (its contrast); tests/test_detect.py checks them on the
-# data where it is at hand.
-TRAIN_MEAN_RANGE = (51.5, 203.6)
-TRAIN_STD_RANGE = (25.1, 87.3)
+# FER2013's light, FaceRange's default: the 1st and 99th percentiles, over its 28,709 train faces,
+# of a face's mean gray level and of its standard deviation (its contrast); tests/test_detect.py
+# checks them on the data where it is at hand.
+FER2013_MEAN_RANGE = (51.47, 203.61)
+FER2013_STD_RANGE = (25.11, 87.34)
 # FER2013's sharpness: the 1st percentile, over the same faces, of sharpness() (tests/test_detect.py
 # checks it too): a face blurrier than this is sharpened up to it
-TRAIN_LEAST_SHARPNESS = 0.47
+FER2013_LEAST_SHARPNESS = 0.466
+RANGE_PERCENTILES = (1, 99)  # a FaceRange's edges: these percentiles of the training faces
 UNSHARP_SIGMA = 1.0  # the blur that unsharp masking takes away, in pixels of the 48x48 crop
 UNSHARP_AMOUNTS = np.linspace(0.25, 4.0, 16)  # the amounts tried: the least that reaches the edge wins
 
@@ -112,8 +115,47 @@ def largest_face_crop(rgb: np.ndarray, gray: np.ndarray, detector: Detector,
     return crop_detection(gray, max(found, key=lambda d: d.area), align) if found else None
 
 
-def clamp_light(crops: np.ndarray, mean_range: tuple[float, float] = TRAIN_MEAN_RANGE,
-                std_range: tuple[float, float] = TRAIN_STD_RANGE) -> np.ndarray:
+@dataclass(frozen=True)
+class FaceRange:
+    """The light and sharpness that a model's training faces span (RANGE_PERCENTILES of them): a
+    crop outside is brought to the edge before the model reads it. The default is FER2013's."""
+
+    mean: tuple[float, float] = FER2013_MEAN_RANGE  # a face's mean gray level
+    std: tuple[float, float] = FER2013_STD_RANGE  # its standard deviation: its contrast
+    least_sharpness: float = FER2013_LEAST_SHARPNESS  # sharpness(): blurrier faces are sharpened
+
+    def to_dict(self) -> dict:
+        """As config.json and metadata.json record it."""
+        return {"mean": list(self.mean), "std": list(self.std), "least_sharpness": self.least_sharpness,
+                "percentiles": list(RANGE_PERCENTILES)}
+
+    @classmethod
+    def from_dict(cls, record: object) -> FaceRange | None:
+        """The range a record (to_dict's) holds; None where it is missing or malformed."""
+        try:
+            mean, std = tuple(map(float, record["mean"])), tuple(map(float, record["std"]))
+            least = float(record["least_sharpness"])
+        except (TypeError, KeyError, ValueError):
+            return None
+        well_formed = len(mean) == 2 == len(std) and mean[0] <= mean[1] and 0 <= std[0] <= std[1]
+        return cls(mean, std, least) if well_formed and least >= 0 else None
+
+
+def face_range(faces: np.ndarray) -> FaceRange:
+    """The FaceRange of training faces (N, 48, 48[, 1]): RANGE_PERCENTILES of their mean gray level
+    and standard deviation, the lower one of their sharpness."""
+    flat = faces.reshape(len(faces), -1).astype(np.float32)
+    low, high = RANGE_PERCENTILES
+
+    def edges(values: np.ndarray) -> tuple[float, float]:
+        return tuple(round(float(v), 2) for v in np.percentile(values, [low, high]))
+
+    return FaceRange(edges(flat.mean(axis=1)), edges(flat.std(axis=1)),
+                     round(float(np.percentile(sharpness(faces), low)), 3))
+
+
+def clamp_light(crops: np.ndarray, mean_range: tuple[float, float] = FER2013_MEAN_RANGE,
+                std_range: tuple[float, float] = FER2013_STD_RANGE) -> np.ndarray:
     """uint8 faces (N, 48, 48[, 1]) with each one's mean and contrast moved, linearly, to the nearest
     edge of the training faces' range where they lie outside it; the others as they are."""
     if not len(crops):
@@ -142,7 +184,7 @@ def sharpness(faces: np.ndarray) -> np.ndarray:
     return laplacian.reshape(len(flat), -1).std(axis=1) / (flat.reshape(len(flat), -1).std(axis=1) + 1e-3)
 
 
-def clamp_sharpness(crops: np.ndarray, least: float = TRAIN_LEAST_SHARPNESS) -> np.ndarray:
+def clamp_sharpness(crops: np.ndarray, least: float = FER2013_LEAST_SHARPNESS) -> np.ndarray:
     """uint8 faces (N, 48, 48[, 1]) blurrier than the training faces' least sharpness unsharp-masked
     by the least amount (UNSHARP_AMOUNTS) that brings them to it, or the most; the others as they are."""
     import cv2
