@@ -47,7 +47,8 @@ setup(
         # the tests run every extra; Playwright drives the system's Chromium, never its own download
         # pytest-xdist: the suite runs on every core (pyproject.toml's addopts)
         "dev": ["pytest>=8", "pytest-xdist>=3.8", "ruff>=0.6", "pandas>=2", "fastapi>=0.110", "uvicorn>=0.30",
-                "httpx>=0.27", "playwright>=1.45"],
+                # starlette's TestClient takes httpx2 (httpx is deprecated there), older ones httpx
+                "httpx2>=2.0", "httpx>=0.27", "playwright>=1.45"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["ferkeras = ferkeras.cli.main:main"]},

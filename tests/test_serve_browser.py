@@ -15,7 +15,7 @@ from conftest import grace_hopper_bgr, load_bench, pan_and_zoom
 from ferkeras.spec import CLASS_NAMES
 
 pytest.importorskip("fastapi", reason="ferkeras[serve] not installed: the server is not tested")
-httpx = pytest.importorskip("httpx", reason="httpx not installed: the server cannot be polled")
+httpx = pytest.importorskip("httpx2", reason="httpx2 not installed: the server cannot be polled")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed: no browser tests")
 
 # Never a downloaded browser (`playwright install`): the system's Chromium, or skip.
