@@ -141,17 +141,23 @@ class FaceRange:
         return cls(mean, std, least) if well_formed and least >= 0 else None
 
 
-def face_range(faces: np.ndarray) -> FaceRange:
+def face_range(faces: np.ndarray, chunk: int = 4096) -> FaceRange:
     """The FaceRange of training faces (N, 48, 48[, 1]): RANGE_PERCENTILES of their mean gray level
-    and standard deviation, the lower one of their sharpness."""
-    flat = faces.reshape(len(faces), -1).astype(np.float32)
+    and standard deviation, and the lower percentile of their sharpness (read chunk faces at a time,
+    so that a large data set costs no float copy of itself)."""
+    means, stds, sharp = [], [], []
+    for start in range(0, len(faces), chunk):
+        part = faces[start:start + chunk]
+        flat = part.reshape(len(part), -1).astype(np.float32)
+        means.append(flat.mean(axis=1))
+        stds.append(flat.std(axis=1))
+        sharp.append(sharpness(part))
     low, high = RANGE_PERCENTILES
 
-    def edges(values: np.ndarray) -> tuple[float, float]:
-        return tuple(round(float(v), 2) for v in np.percentile(values, [low, high]))
+    def edges(values: list[np.ndarray]) -> tuple[float, float]:
+        return tuple(round(float(v), 2) for v in np.percentile(np.concatenate(values), [low, high]))
 
-    return FaceRange(edges(flat.mean(axis=1)), edges(flat.std(axis=1)),
-                     round(float(np.percentile(sharpness(faces), low)), 3))
+    return FaceRange(edges(means), edges(stds), round(float(np.percentile(np.concatenate(sharp), low)), 3))
 
 
 def clamp_light(crops: np.ndarray, mean_range: tuple[float, float] = FER2013_MEAN_RANGE,
