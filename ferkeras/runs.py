@@ -153,9 +153,14 @@ def training_face_range(model_path: str | os.PathLike) -> FaceRange:
     folder = Path(model_path).parent
     for record_file in (folder / "config.json", folder / "metadata.json"):
         record = read_json(record_file, {})
-        face_range = FaceRange.from_dict(record.get("face_range")) if isinstance(record, dict) else None
-        if face_range is not None:
-            return face_range
+        if not isinstance(record, dict) or "face_range" not in record:
+            continue
+        face_range = FaceRange.from_dict(record["face_range"])
+        if face_range is None:  # edited by hand: FER2013's would clamp this model's crops wrongly
+            found = str(record["face_range"])[:80]
+            raise FerkerasError(f"{record_file}: face_range is not a range (expected mean and std as "
+                                f"[low, high] gray levels, least_sharpness >= 0): {found}")
+        return face_range
     return FaceRange()
 
 

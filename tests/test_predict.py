@@ -154,6 +154,15 @@ def test_crops_are_clamped_to_the_light_their_model_trained_on(trained_synthetic
     bare = tmp_path / "model.keras"  # copied out of its run: nothing says what it trained on
     bare.write_bytes((trained_synthetic_run / "model.keras").read_bytes())
     assert FaceRecognizer(bare).runner.face_range == FaceRange()
+    # a record edited out of shape is named, not replaced by FER2013's range in silence
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "model_int8.tflite").write_bytes((exported_synthetic_run / "model_int8.tflite").read_bytes())
+    metadata = json.loads((exported_synthetic_run / "metadata.json").read_text())
+    (edited / "metadata.json").write_text(json.dumps({**metadata, "face_range": {**metadata["face_range"],
+                                                                                "mean": [200, 90]}}))
+    with pytest.raises(FerkerasError, match=r"^\S+metadata.json: face_range is not a range .*\[200, 90\]"):
+        FaceRecognizer(edited / "model_int8.tflite")
 
 
 def test_annotate_draws_boxes_and_labels(exported_synthetic_run, tmp_path, no_face_png):
