@@ -147,12 +147,16 @@ class FaceRecognizer:
         # levelling cost the view 1.9 points of balanced accuracy on PublicTest (bench/README).
         return crop_landmarks(large, largest.landmarks, align=False)
 
-    def classify(self, crops: np.ndarray, tta: str | None = None) -> np.ndarray:
-        """Probabilities (N, 7) of 48x48 face crops, with the recognizer's TTA (or this one)."""
+    def model_input(self, crops: np.ndarray) -> np.ndarray:
+        """48x48 face crops as the model reads them: lit and sharpened into its training faces'
+        range (light, sharpen), the others as they are."""
         face_range = self.runner.face_range
         crops = clamp_light(crops, face_range.mean, face_range.std) if self.light else crops
-        crops = clamp_sharpness(crops, face_range.least_sharpness) if self.sharpen else crops
-        return self.runner.predict(crops, tta or self.tta)
+        return clamp_sharpness(crops, face_range.least_sharpness) if self.sharpen else crops
+
+    def classify(self, crops: np.ndarray, tta: str | None = None) -> np.ndarray:
+        """Probabilities (N, 7) of 48x48 face crops, with the recognizer's TTA (or this one)."""
+        return self.runner.predict(self.model_input(crops), tta or self.tta)
 
     def classify_found(self, found: Sequence[FoundFaces], tta: str | None = None) -> np.ndarray:
         """Probabilities (N, 7) of every face of these images, in order, in one model call: each

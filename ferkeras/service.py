@@ -219,7 +219,9 @@ class Service:
             found, faces = recognizer.recognize(rgb, detect=None)  # predict's rule: 48x48 is a crop
             records = [face.to_dict() for face in faces]
             if saliency and faces:
-                for record, overlay in zip(records, self._saliency(found.crops, faces), strict=True):
+                # the map of what the model read: each crop as classify hands it over
+                overlays = self._saliency(recognizer.model_input(found.crops), faces)
+                for record, overlay in zip(records, overlays, strict=True):
                     record["saliency"] = overlay
         except FerkerasError as e:
             raise Unprocessable(first_line(e)) from None

@@ -394,6 +394,22 @@ def test_saliency_overlay_per_face(client):
     assert 0.02 < colored.mean() < 0.98
 
 
+def test_saliency_maps_the_crop_as_the_model_read_it(service, monkeypatch):
+    """A face lit darker than any training face is brightened before the model reads it; its
+    saliency map is of that crop, not of the dark one the model never saw."""
+    from ferkeras.media.crop import FER2013_MEAN_RANGE
+
+    dark = np.rint(np.asarray(Image.open(GRACE_HOPPER).convert("RGB")) * 0.15).astype(np.uint8)
+    [raw] = FaceRecognizer(load_runner("shipped")).find(dark).crops
+    assert raw.mean() < FER2013_MEAN_RANGE[0] - 20
+    mapped = []
+    monkeypatch.setattr(service, "_saliency", lambda crops, faces: mapped.append(crops) or ["-"] * len(faces))
+    [face] = service.predict(dark, saliency=True)
+    [[crop]] = mapped
+    assert crop.shape == raw.shape and abs(crop.mean() - FER2013_MEAN_RANGE[0]) < 1
+    assert np.corrcoef(crop.ravel(), raw.ravel())[0, 1] > 0.97  # the same face, lit as training faces are
+
+
 def test_a_saliency_load_overlapping_an_interpreter_resize_leaves_stderr_working(tmp_path, monkeypatch):
     """The interleaving that lost the server's stderr: an upload loads the saliency model (outside
     the inference lock) while a live frame resizes the interpreter, and the resize ends last."""
