@@ -25,6 +25,7 @@ from keras import layers
 from ferkeras.config import RUNS_DIR, command_line
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import write_json_atomic
+from ferkeras.media.crop import FaceRange
 from ferkeras.model import fold_logit_adjustment, load_model, save_model, softmax_layer
 from ferkeras.runs import (
     SHIPPED_MODELS,
@@ -90,8 +91,8 @@ def make_ensemble(members: Sequence[str], name: str = "my_ensemble", runs_dir: s
                     "logit_adjust": logit_adjust, "name": name, "runs_dir": str(runs_dir)},
         "members": [str(path) for path in paths],
         "prior": None if prior is None else [float(p) for p in prior],
-        # the first member's, as the data options are: recognition clamps crops to it
-        "face_range": training_face_range(paths[0]).to_dict(),
+        # recognition clamps crops to it: a face that any member's training faces are like stays
+        "face_range": FaceRange.spanning([training_face_range(path) for path in paths]).to_dict(),
         "class_names": list(CLASS_NAMES),
         "parameters": parameters,
         "command": command_line(),

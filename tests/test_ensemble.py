@@ -66,6 +66,28 @@ def test_a_bad_prior_is_refused(members, prior, message):
         fold_logit_adjustment(build_ensemble(members), 0.5, prior)
 
 
+def test_an_ensemble_of_models_trained_on_differently_lit_faces_keeps_each_ones_faces(trained_synthetic_run,
+                                                                                      tmp_path):
+    """Members whose training faces span different light: the ensemble's range spans them all, so
+    a crop that any member's faces are like is read as it is."""
+    from ferkeras.ensemble import make_ensemble
+    from ferkeras.media.crop import FaceRange
+    from ferkeras.runs import training_face_range
+
+    own = training_face_range(trained_synthetic_run / "model.keras")
+    dim = tmp_path / "dim"  # the same model, as if trained on darker, flatter, blurrier faces
+    dim.mkdir()
+    (dim / "model.keras").write_bytes((trained_synthetic_run / "model.keras").read_bytes())
+    config = json.loads((trained_synthetic_run / "config.json").read_text())
+    dim_range = FaceRange((20.0, 150.0), (10.0, 60.0), 0.3)
+    (dim / "config.json").write_text(json.dumps({**config, "face_range": dim_range.to_dict()}))
+    run = make_ensemble([str(trained_synthetic_run), str(dim)], name="lights", runs_dir=tmp_path / "runs",
+                        echo=lambda line: None)
+    spanned = training_face_range(run / "model.keras")
+    assert spanned == FaceRange((20.0, own.mean[1]), (10.0, own.std[1]), 0.3)
+    assert spanned == FaceRange.spanning([dim_range, own]) != own
+
+
 def test_ensemble_command_makes_a_run_that_exports(trained_synthetic_run, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs"
     members = [str(trained_synthetic_run), str(trained_synthetic_run / "model.keras")]  # a run, a file

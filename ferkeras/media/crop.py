@@ -130,6 +130,13 @@ class FaceRange:
                 "percentiles": list(RANGE_PERCENTILES)}
 
     @classmethod
+    def spanning(cls, ranges: list[FaceRange]) -> FaceRange:
+        """The least range that holds each of these: a face inside any of them stays as it is."""
+        return cls((min(r.mean[0] for r in ranges), max(r.mean[1] for r in ranges)),
+                   (min(r.std[0] for r in ranges), max(r.std[1] for r in ranges)),
+                   min(r.least_sharpness for r in ranges))
+
+    @classmethod
     def from_dict(cls, record: object) -> FaceRange | None:
         """The range a record (to_dict's) holds; None where it is missing or malformed."""
         try:
