@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from ferkeras.config import RUNS_DIR, did_you_mean
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import read_json
-from ferkeras.media.crop import FaceRange
 
 if TYPE_CHECKING:
     from ferkeras.data import Dataset, Split
+    from ferkeras.media.crop import FaceRange
 
 SHIPPED = "shipped"  # the model name that means the one installed with the package (exported/)
 SHIPPED_LARGE = "large"  # the large architecture's model, installed beside it (exported/large/)
@@ -150,6 +150,8 @@ def training_face_range(model_path: str | os.PathLike) -> FaceRange:
     """The light and sharpness that a model's training faces span: as its run's config.json records
     it, else the metadata.json of its export folder; FER2013's where neither does (runs made before
     they recorded it, models from elsewhere)."""
+    from ferkeras.media.crop import FaceRange  # lazy, as load_run_data's: numpy and Pillow on use
+
     folder = Path(model_path).parent
     for record_file in (folder / "config.json", folder / "metadata.json"):
         record = read_json(record_file, {})
