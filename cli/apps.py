@@ -24,7 +24,7 @@ from .options import quiet_tensorflow_startup, runs_dir_option
 @click.option("--model", help="shipped (the model installed with ferkeras), large (the large one "
               "installed beside it: more accurate, 7x the computation), ensemble (the two as one: "
               "the most accurate), a .tflite or .keras file, a SavedModel folder or a run "
-              "(default: the latest run, else ensemble)")
+              "(default: the latest run trained on real faces, else ensemble)")
 @click.option("--detector", type=click.Choice(DETECTORS), default=DEFAULT_DETECTOR, show_default=True,
               help="face detector: blazeface (MediaPipe's BlazeFace: fast, finds more, aligns by the "
               "eyes), haar (OpenCV's Haar cascade, fer's) or mtcnn (aligns; slower)")
@@ -99,7 +99,7 @@ def predict(inputs: tuple[str, ...], camera: int | None, model: str | None, dete
 
 @click.command()
 @click.option("--model", help="shipped, large, ensemble, a .tflite or .keras file, a SavedModel "
-              "folder or a run (default: the latest run, else ensemble)")
+              "folder or a run (default: the latest run trained on real faces, else ensemble)")
 @click.option("--host", default=DEFAULT_HOST, show_default=True,
               help="address to listen on (0.0.0.0: every network this machine is on)")
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="port to listen on")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ RECIPES: dict[str, dict[str, Any]] = {
                 "label_smoothing": 0.1, "optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4,
                 "warmup_epochs": 2},
 }
+
+
+def is_synthetic_data(data: str | os.PathLike | None) -> bool:
+    """Whether --data names the built-in synthetic faces: None, "synthetic" or "synthetic:N"."""
+    return data is None or str(data).split(":")[0] == "synthetic"
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ferkeras.config import RUNS_DIR
+from ferkeras.config import RUNS_DIR, is_synthetic_data
 from ferkeras.data import EVAL_BATCH_SIZE, Dataset, Split, as_batch, train_val_splits
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import write_json_atomic, write_text_atomic
@@ -135,7 +135,7 @@ def _is_run_data(data: str, run_data: str | None, run_source: str | None) -> boo
     """Whether --data names the data a run trained on: the same resolved path however it is
     spelled (a relative path given from another folder is another folder), else the same text
     (a synthetic spec, or a run whose config.json predates the resolved source)."""
-    if run_source is None or str(data).split(":")[0] == "synthetic":
+    if run_source is None or is_synthetic_data(data):
         return data == run_data
     return str(Path(data).expanduser().resolve()) == run_source
 

@@ -78,19 +78,19 @@ class FoundFaces:
 class FaceRecognizer:
     """Faces and their expressions in images: detector -> 48x48 crops -> model (with TTA).
 
-    model: a model name as load_runner takes it (None: the latest run, else the shipped model;
-    "shipped"), or a Runner. detector: "blazeface" (the default), "haar", "mtcnn" or a Detector,
-    with detector_options (min_face for any of them; fallback, the detector asked where the first
-    finds no face in a still image: blazeface's is haar, None for none; blazeface: threshold; haar:
-    scale_factor, min_neighbors; ...). align: level the eyes before cropping where the detector
-    gives landmarks (blazeface, mtcnn). tta: "none", "flip" or "shifts". reframe: a 48x48 crop,
-    which its maker framed their own way, is read as it is and as its landmarks frame it (as a
-    photo's faces are framed, eyes not levelled), the two views' probabilities averaged; False: as
-    it is only. light: a crop darker, brighter or flatter than nearly any of the model's training
-    faces is brought to the edge of their range (the runner's face_range, FER2013's unless its run
-    recorded another) before the model reads it (media.crop.clamp_light); sharpen: one blurrier
-    than nearly any is sharpened to the edge of theirs (media.crop.clamp_sharpness); False: every
-    crop as it is.
+    model: a model name as load_runner takes it (None: the latest run trained on real faces, else
+    the shipped ensemble; "shipped"), or a Runner. detector: "blazeface" (the default), "haar",
+    "mtcnn" or a Detector, with detector_options (min_face for any of them; fallback, the detector
+    asked where the first finds no face in a still image: blazeface's is haar, None for none;
+    blazeface: threshold; haar: scale_factor, min_neighbors; ...). align: level the eyes before
+    cropping where the detector gives landmarks (blazeface, mtcnn). tta: "none", "flip" or "shifts".
+    reframe: a 48x48 crop, which its maker framed their own way, is read as it is and as its
+    landmarks frame it (as a photo's faces are framed, eyes not levelled), the two views'
+    probabilities averaged; False: as it is only. light: a crop darker, brighter or flatter than
+    nearly any of the model's training faces is brought to the edge of their range (the runner's
+    face_range, FER2013's unless its run recorded another) before the model reads it
+    (media.crop.clamp_light); sharpen: one blurrier than nearly any is sharpened to the edge of
+    theirs (media.crop.clamp_sharpness); False: every crop as it is.
     """
 
     def __init__(self, model: str | os.PathLike | Runner | None = None,

@@ -24,7 +24,7 @@ from ferkeras.runs import (
     RECOGNITION_DEFAULT,
     SHIPPED_MODELS,
     find_model,
-    has_runs,
+    latest_run_on_real_faces,
     shipped_dir,
     shipped_file,
     training_face_range,
@@ -282,12 +282,12 @@ def needs_tensorflow(model: str | os.PathLike | None, runs_dir: str | os.PathLik
 def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_DIR) -> Path:
     """The file or folder a model name stands for.
 
-    None: the latest run in runs_dir, else (no runs) RECOGNITION_DEFAULT; a shipped model's name
-    (SHIPPED_MODELS): its int8 file; anything else: itself (a .tflite/.keras file, a SavedModel
-    or export folder) or a run's best model.keras.
+    None: the latest run in runs_dir trained on real faces, else RECOGNITION_DEFAULT; a shipped
+    model's name (SHIPPED_MODELS): its int8 file; anything else: itself (a .tflite/.keras file, a
+    SavedModel or export folder) or a run's best model.keras.
     """
     if model is None:
-        model = RECOGNITION_DEFAULT if not has_runs(runs_dir) else None
+        model = latest_run_on_real_faces(runs_dir) or RECOGNITION_DEFAULT
     if str(model) in SHIPPED_MODELS:
         return shipped_file(str(model), SHIPPED_FILE)
     if model is not None:
@@ -305,7 +305,8 @@ def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike =
 
 def load_runner(model: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
                 threads: int | None = None) -> Runner:
-    """A runner for a model name (see resolve_model): None is the latest run, else RECOGNITION_DEFAULT."""
+    """A runner for a model name (see resolve_model): None is the latest run on real faces, else
+    RECOGNITION_DEFAULT."""
     path = resolve_model(model, runs_dir)
     if path.suffix == ".tflite":
         runner = TFLiteRunner(path, threads)

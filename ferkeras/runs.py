@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ferkeras.config import RUNS_DIR, did_you_mean
+from ferkeras.config import RUNS_DIR, did_you_mean, is_synthetic_data
 from ferkeras.errors import FerkerasError
 from ferkeras.fileio import read_json
 
@@ -59,6 +59,19 @@ def shipped_file(name: str, file: str) -> Path:
 def has_runs(runs_dir: str | os.PathLike = RUNS_DIR) -> bool:
     """Whether runs_dir holds at least one run."""
     return any(Path(runs_dir).glob("*/config.json"))
+
+
+def latest_run_on_real_faces(runs_dir: str | os.PathLike = RUNS_DIR) -> Path | None:
+    """The latest run in runs_dir trained on real faces, or None: what recognition reads photos
+    with by default. A run on the built-in synthetic faces (the quick start's) has seen drawn
+    shapes, never a photo, so it answers only where named."""
+    for config_file in sorted(Path(runs_dir).glob("*/config.json"), key=lambda p: p.stat().st_mtime,
+                              reverse=True):
+        config = read_json(config_file, {})
+        options = config.get("options") if isinstance(config, dict) else None
+        if isinstance(options, dict) and not is_synthetic_data(options.get("data")):
+            return config_file.parent
+    return None
 
 
 def new_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:

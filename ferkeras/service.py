@@ -50,7 +50,8 @@ MAX_PIXELS = 25_000_000  # larger images (a 99 KB PNG can hold 81 MP) would take
 class ServeSettings:
     """What `ferkeras serve` loads and allows."""
 
-    model: str | None = None  # a model name as load_runner takes it (None: latest run, else shipped)
+    # a model name as load_runner takes it (None: the latest run on real faces, else ensemble)
+    model: str | None = None
     detector: str = DEFAULT_DETECTOR
     min_face: int | None = None  # the smallest face searched for, in pixels (None: the detector's)
     tta: str = DEFAULT_TTA

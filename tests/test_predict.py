@@ -284,6 +284,39 @@ def test_the_shipped_ensemble_recognises_where_there_are_no_runs(tmp_path, monke
     assert not list(shipped_dir().glob("*_viz"))
 
 
+def test_recognition_passes_over_runs_on_synthetic_faces(trained_synthetic_run, tmp_path, monkeypatch,
+                                                         capsys):
+    """The quick start's run, on drawn faces, never reads a user's photo unless named: predict's
+    default is the latest run trained on real faces, else the shipped ensemble."""
+    import shutil
+
+    from ferkeras.runners import SHIPPED_FILE, resolve_model
+    from ferkeras.runs import SHIPPED_ENSEMBLE, shipped_dir
+
+    runs = tmp_path / "runs"
+    quick = runs / "quick"
+    shutil.copytree(trained_synthetic_run, quick)
+    ensemble = shipped_dir(SHIPPED_ENSEMBLE) / SHIPPED_FILE
+    assert resolve_model(None, runs) == ensemble
+    assert resolve_model("quick", runs) == quick / "model.keras"  # named, it answers
+    code, out, err = run_main(["predict", GRACE_HOPPER, "--runs-dir", str(runs)], monkeypatch, capsys)
+    assert code in (0, None) and err.startswith(f"model: {SHIPPED_ENSEMBLE} ({SHIPPED_FILE})"), err
+
+    # A run on a folder of photos (its config.json says so), older than the synthetic one: taken.
+    mine = runs / "mine"
+    shutil.copytree(trained_synthetic_run, mine)
+    config = json.loads((mine / "config.json").read_text())
+    config["options"]["data"] = "my_faces/"
+    (mine / "config.json").write_text(json.dumps(config))
+    older = (quick / "config.json").stat().st_mtime - 60
+    os.utime(mine / "config.json", (older, older))
+    assert resolve_model(None, runs) == mine / "model.keras"
+    # a run whose config.json cannot be read is passed over as well, not taken blind
+    (runs / "broken").mkdir()
+    (runs / "broken" / "config.json").write_text("{not json")
+    assert resolve_model(None, runs) == mine / "model.keras"
+
+
 @pytest.mark.parametrize("orientation", [None, 3, 6, 8])
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_a_jpeg_decodes_to_pillows_upright_pixels(tmp_path, orientation, mode):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ferkeras.config import is_synthetic_data
 from ferkeras.data import csvfile, folders
 from ferkeras.data.cache import cache_dir, cache_path, read_cache, write_cache
 from ferkeras.data.folders import split_files
@@ -41,7 +42,7 @@ def load_dataset(path: str | os.PathLike | None = None, skip_bad: bool = False,
     files themselves (ferkeras.pipeline_eval), which would otherwise find every photo's face twice;
     CSV and synthetic data are decoded all the same.
     """
-    if path is None or str(path).split(":")[0] == "synthetic":
+    if is_synthetic_data(path):
         return _load_synthetic(str(path or "synthetic"))
     root = Path(path).expanduser()
     if not root.exists():
