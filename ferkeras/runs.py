@@ -61,12 +61,16 @@ def has_runs(runs_dir: str | os.PathLike = RUNS_DIR) -> bool:
     return any(Path(runs_dir).glob("*/config.json"))
 
 
+def _config_files_oldest_first(runs_dir: str | os.PathLike) -> list[Path]:
+    """The config.json of each run in runs_dir, the last written last."""
+    return sorted(Path(runs_dir).glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+
+
 def latest_run_on_real_faces(runs_dir: str | os.PathLike = RUNS_DIR) -> Path | None:
     """The latest run in runs_dir trained on real faces, or None: what recognition reads photos
     with by default. A run on the built-in synthetic faces (the quick start's) has seen drawn
     shapes, never a photo, so it answers only where named."""
-    for config_file in sorted(Path(runs_dir).glob("*/config.json"), key=lambda p: p.stat().st_mtime,
-                              reverse=True):
+    for config_file in reversed(_config_files_oldest_first(runs_dir)):
         config = read_json(config_file, {})
         options = config.get("options") if isinstance(config, dict) else None
         if isinstance(options, dict) and not is_synthetic_data(options.get("data")):
@@ -97,7 +101,7 @@ def find_run(run: str | os.PathLike | None, runs_dir: str | os.PathLike = RUNS_D
     """Resolve a run given as a folder path or a name in runs_dir; None means the latest run."""
     runs_dir = Path(runs_dir)
     if run is None:
-        runs = sorted(runs_dir.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+        runs = _config_files_oldest_first(runs_dir)
         if not runs:
             raise FerkerasError(f"no runs in {runs_dir}/: train one first with 'ferkeras train' "
                                 f"(or name the model installed with ferkeras: {SHIPPED})")
