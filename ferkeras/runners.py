@@ -290,16 +290,15 @@ def resolve_model(model: str | os.PathLike | None, runs_dir: str | os.PathLike =
         model = latest_run_on_real_faces(runs_dir) or RECOGNITION_DEFAULT
     if str(model) in SHIPPED_MODELS:
         return shipped_file(str(model), SHIPPED_FILE)
-    if model is not None:
-        path = Path(model)
-        if path.suffix == ".tflite" or (path / "saved_model.pb").is_file():
-            return path
-        if path.is_dir() and (path / "saved_model" / "saved_model.pb").is_file() \
-                and not (path / "config.json").is_file():
-            return path / "saved_model"  # an export folder
-        if path.is_file() and path.suffix != ".keras":
-            raise FerkerasError(f"{path}: not a model (expected .tflite, .keras, a SavedModel "
-                                f"folder, a run, or {', '.join(SHIPPED_MODELS)})")
+    path = Path(model)
+    if path.suffix == ".tflite" or (path / "saved_model.pb").is_file():
+        return path
+    if path.is_dir() and (path / "saved_model" / "saved_model.pb").is_file() \
+            and not (path / "config.json").is_file():
+        return path / "saved_model"  # an export folder
+    if path.is_file() and path.suffix != ".keras":
+        raise FerkerasError(f"{path}: not a model (expected .tflite, .keras, a SavedModel "
+                            f"folder, a run, or {', '.join(SHIPPED_MODELS)})")
     return find_model(model, runs_dir)
 
 
